@@ -1,0 +1,1 @@
+"""AWS: EKS cluster discovery and EKS bearer tokens."""

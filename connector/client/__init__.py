@@ -1,0 +1,1 @@
+"""The user side: SSO login, kubeconfig set, and the exec credential plugin."""

@@ -1,0 +1,1 @@
+"""Kubernetes wire knowledge: request parsing, RBAC rule matching, Status bodies, stream protocols."""

@@ -1,0 +1,1 @@
+"""The connector's HTTPS server: routing, header hygiene, forwarding, upgrades."""

@@ -1,0 +1,1 @@
+"""Sockets (exposed clusters) and the credentials the connector uses to reach them."""

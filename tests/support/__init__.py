@@ -1,0 +1,1 @@
+"""Helpers shared by the tests (each module one job)."""
