@@ -22,3 +22,26 @@ async def running_issuer(**kwargs: object) -> AsyncIterator[OidcIssuer]:
         yield issuer
     finally:
         await issuer.stop()
+
+
+class LoopThread:
+    """An asyncio loop in a background thread, for servers that synchronous code (a CLI run in-process,
+    `requests`) talks to without deadlocking the test's own loop."""
+
+    def __init__(self) -> None:
+        import asyncio
+        import threading
+
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, coro):  # type: ignore[no-untyped-def]
+        import asyncio
+
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=10)
+        self.loop.close()

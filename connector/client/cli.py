@@ -1,0 +1,234 @@
+"""`python -m connector client ...`: what a user runs on their laptop.
+
+    client login --connector URL            SSO in the browser (or --device), tokens cached 0600
+    client kubeconfig set --connector URL   a context per socket, authenticated by the exec plugin below
+    client token --connector URL            the exec credential plugin kubectl runs (refreshes the login)
+    client sockets --connector URL          the sockets you may use
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import webbrowser
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from connector.client import session as api
+from connector.client.exec_credential import exec_credential, requested_api_version
+from connector.client.kubeconfig_edit import (
+    SocketEntry,
+    apply_entries,
+    default_kubeconfig_path,
+    edit_kubeconfig,
+    remove_entries,
+    render,
+)
+from connector.client.sso import SsoError, discover, login_with_browser, login_with_device_code
+from connector.client.token_store import StoredTokens, TokenStore
+
+EXIT_FAIL = 1
+EXIT_USAGE = 2
+
+
+def _connector_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("https", "http") or not parts.hostname or parts.query or parts.fragment:
+        raise argparse.ArgumentTypeError(f"not a connector URL: {value!r} (expected https://host[:port])")
+    return value.rstrip("/")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--connector", required=True, type=_connector_url, help="the connector's URL, https://host:port")
+    p.add_argument("--ca-file", help="the connector's CA certificate (PEM), when it is not in the system trust store")
+    p.add_argument("--profile", default="default", help="keep several logins to one connector apart")
+    p.add_argument("--cache-dir", type=Path, help=argparse.SUPPRESS)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    login = sub.add_parser("login", help="log in with your SSO and cache the tokens")
+    _common(login)
+    login.add_argument("--issuer", help="OIDC issuer URL (default: what the connector announces)")
+    login.add_argument("--client-id", help="OIDC client id (default: what the connector announces)")
+    login.add_argument("--device", action="store_true", help="use the device flow (no browser on this machine)")
+    login.add_argument("--no-browser", action="store_true", help="print the login URL instead of opening a browser")
+
+    token = sub.add_parser("token", help="exec credential plugin: print an ExecCredential for kubectl")
+    _common(token)
+
+    sockets = sub.add_parser("sockets", help="list the sockets you may use")
+    _common(sockets)
+    sockets.add_argument("--output", choices=("table", "json"), default="table")
+
+    kubeconfig = sub.add_parser("kubeconfig", help="write, print or remove kubeconfig entries for the sockets")
+    kube_sub = kubeconfig.add_subparsers(dest="kubeconfig_action", required=True, metavar="ACTION")
+    for name, summary in (
+        ("set", "merge a context per socket into your kubeconfig"),
+        ("get", "print the kubeconfig entries instead of writing them"),
+        ("unset", "remove the sockets' entries from your kubeconfig"),
+    ):
+        p = kube_sub.add_parser(name, help=summary)
+        _common(p)
+        p.add_argument("--socket", action="append", default=[], help="only this socket (repeatable; default: all)")
+        p.add_argument("--kubeconfig", type=Path, help="file to edit (default: first of $KUBECONFIG or ~/.kube/config)")
+        if name == "set":
+            p.add_argument("--set-current", action="store_true", help="make the (first) new context the current one")
+        if name != "unset":
+            p.add_argument(
+                "--context-template", default="connector-{socket}",
+                help="context name, with {socket} and {profile} (default: connector-{socket})",
+            )
+
+
+def _verify(args: argparse.Namespace) -> bool | str:
+    return args.ca_file or True
+
+
+def _store(args: argparse.Namespace) -> TokenStore:
+    return TokenStore(args.cache_dir)
+
+
+def cmd_login(args: argparse.Namespace) -> int:
+    verify = _verify(args)
+    if bool(args.issuer) != bool(args.client_id):
+        print("client login: give both --issuer and --client-id, or neither", file=sys.stderr)
+        return EXIT_USAGE
+    issuer, client_id = args.issuer, args.client_id
+    if not issuer:
+        announced = api.login_config(args.connector, verify=verify)
+        issuer, client_id = announced["issuer"], announced["client_id"]
+    provider = discover(issuer)
+    if args.device:
+        def show(code: str, uri: str, complete: str | None) -> None:
+            print(f"To log in, open {complete or uri} and enter the code {code}", file=sys.stderr)
+
+        tokens = login_with_device_code(provider, client_id, show)
+    else:
+        def open_url(url: str) -> None:
+            print(f"Log in at:\n\n  {url}\n", file=sys.stderr)
+            if not args.no_browser:
+                webbrowser.open(url)
+
+        tokens = login_with_browser(provider, client_id, open_url)
+    stored = StoredTokens(
+        connector=args.connector, issuer=issuer, client_id=client_id, id_token=tokens.id_token,
+        refresh_token=tokens.refresh_token, token_endpoint=provider.token_endpoint,
+    )
+    _store(args).save(stored, args.profile)
+    until = f"{stored.id_token_expiry():%Y-%m-%d %H:%M} UTC"
+    print(f"Logged in to {args.connector} (this token is valid until {until}; it renews itself).", file=sys.stderr)
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    api_version = requested_api_version()
+    tokens = api.fresh_tokens(_store(args), args.connector, args.profile, verify=_verify(args))
+    print(exec_credential(tokens.id_token, tokens.id_token_expiry(), api_version))
+    return 0
+
+
+def _sockets(args: argparse.Namespace) -> list[dict]:
+    tokens = api.fresh_tokens(_store(args), args.connector, args.profile, verify=_verify(args))
+    return api.list_sockets(args.connector, tokens.id_token, verify=_verify(args))
+
+
+def cmd_sockets(args: argparse.Namespace) -> int:
+    sockets = _sockets(args)
+    if args.output == "json":
+        print(json.dumps(sockets, indent=2))
+        return 0
+    rows = [("NAME", "TYPE", "REGION", "TAGS")]
+    for s in sockets:
+        tags = ",".join(f"{k}={v}" for k, v in sorted((s.get("tags") or {}).items()))
+        rows.append((s["name"], str(s.get("type", "")), str(s.get("region") or ""), tags))
+    widths = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r[:3], widths, strict=True)) + "  " + r[3])
+    return 0
+
+
+def socket_entries(args: argparse.Namespace, names: list[str]) -> list[SocketEntry]:
+    ca_pem = Path(args.ca_file).read_bytes() if args.ca_file else None
+    plugin = ["-m", "connector", "client", "token", "--connector", args.connector]
+    if args.ca_file:
+        plugin += ["--ca-file", str(Path(args.ca_file).resolve())]
+    if args.profile != "default":
+        plugin += ["--profile", args.profile]
+    if args.cache_dir:
+        plugin += ["--cache-dir", str(args.cache_dir)]
+    host = urlsplit(args.connector).netloc
+    user = f"connector-{args.profile}@{host}"
+    return [
+        SocketEntry(
+            context=args.context_template.format(socket=name, profile=args.profile),
+            cluster=f"connector-{name}@{host}",
+            user=user,
+            server=f"{args.connector}/sockets/{name}",
+            ca_pem=ca_pem,
+            exec_args=tuple(plugin),
+        )
+        for name in names
+    ]
+
+
+def _chosen(args: argparse.Namespace) -> list[str]:
+    available = [s["name"] for s in _sockets(args)]
+    if not args.socket:
+        return available
+    unknown = [s for s in args.socket if s not in available]
+    if unknown:
+        offer = ", ".join(available) or "none"
+        raise LookupError(f"you may not use socket(s) {', '.join(unknown)} on {args.connector}; available: {offer}")
+    return list(args.socket)
+
+
+def _our_contexts(config: dict, args: argparse.Namespace) -> list[str]:
+    """Contexts whose cluster is one this command wrote for the connector (all, or the --socket ones)."""
+    host = urlsplit(args.connector).netloc
+    if args.socket:
+        clusters = {f"connector-{name}@{host}" for name in args.socket}
+    else:
+        names = (str(c.get("name", "")) for c in config.get("clusters") or [] if isinstance(c, dict))
+        clusters = {name for name in names if name.endswith(f"@{host}")}
+    return [
+        str(ctx.get("name"))
+        for ctx in config.get("contexts") or []
+        if isinstance(ctx, dict) and (ctx.get("context") or {}).get("cluster") in clusters
+    ]
+
+
+def cmd_kubeconfig(args: argparse.Namespace) -> int:
+    path = args.kubeconfig or default_kubeconfig_path()
+    if args.kubeconfig_action == "unset":
+        removed = edit_kubeconfig(path, lambda config: remove_entries(config, _our_contexts(config, args))[1])
+        print(f"Removed {len(removed)} context(s) from {path}: {', '.join(removed) or 'none'}", file=sys.stderr)
+        return 0
+    names = _chosen(args)
+    if not names:
+        print(f"You may not use any socket on {args.connector}.", file=sys.stderr)
+        return EXIT_FAIL
+    entries = socket_entries(args, names)
+    current = entries[0].context if getattr(args, "set_current", False) else None
+    if args.kubeconfig_action == "get":
+        print(render(apply_entries({}, entries, set_current=entries[0].context)))
+        return 0
+    edit_kubeconfig(path, lambda config: apply_entries(config, entries, set_current=current))
+    print(f"Wrote {len(entries)} context(s) to {path}:", file=sys.stderr)
+    for e in entries:
+        print(f"  kubectl --context {e.context} get pods", file=sys.stderr)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    handlers = {"login": cmd_login, "token": cmd_token, "sockets": cmd_sockets, "kubeconfig": cmd_kubeconfig}
+    try:
+        return handlers[args.action](args)
+    except api.NotLoggedIn as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except (SsoError, ConnectionError, PermissionError, LookupError, ValueError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAIL

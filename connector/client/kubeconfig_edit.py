@@ -1,0 +1,145 @@
+"""Add and remove the connector's entries in a user's kubeconfig without touching anything else.
+
+The file is locked while it is read, changed and replaced (kubectl itself and other tools may be
+writing it), replaced atomically, and keeps its permissions. Entries are named after the socket, so
+running `kubeconfig set` again updates them in place.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import stat
+import sys
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from filelock import FileLock
+
+
+@dataclass(frozen=True)
+class SocketEntry:
+    """What one socket needs in a kubeconfig."""
+
+    context: str
+    cluster: str
+    user: str
+    server: str
+    ca_pem: bytes | None
+    exec_args: tuple[str, ...]
+    namespace: str | None = None
+
+
+def exec_user(args: tuple[str, ...], api_version: str = "client.authentication.k8s.io/v1") -> dict[str, Any]:
+    return {
+        "exec": {
+            "apiVersion": api_version,
+            "command": sys.executable,
+            "args": list(args),
+            "interactiveMode": "IfAvailable",
+            "provideClusterInfo": False,
+        }
+    }
+
+
+def _upsert(items: list[dict[str, Any]], name: str, key: str, value: dict[str, Any]) -> None:
+    for item in items:
+        if isinstance(item, dict) and item.get("name") == name:
+            item[key] = value
+            return
+    items.append({"name": name, key: value})
+
+
+def apply_entries(config: dict[str, Any], entries: Iterable[SocketEntry], *, set_current: str | None) -> dict[str, Any]:
+    """Pure: `config` with each entry's cluster, user and context added or replaced."""
+    config.setdefault("apiVersion", "v1")
+    config.setdefault("kind", "Config")
+    config.setdefault("preferences", {})
+    for field in ("clusters", "users", "contexts"):
+        if not isinstance(config.get(field), list):
+            config[field] = []
+    for e in entries:
+        cluster: dict[str, Any] = {"server": e.server}
+        if e.ca_pem:
+            cluster["certificate-authority-data"] = base64.b64encode(e.ca_pem).decode()
+        _upsert(config["clusters"], e.cluster, "cluster", cluster)
+        _upsert(config["users"], e.user, "user", exec_user(e.exec_args))
+        context: dict[str, Any] = {"cluster": e.cluster, "user": e.user}
+        if e.namespace:
+            context["namespace"] = e.namespace
+        _upsert(config["contexts"], e.context, "context", context)
+    if set_current:
+        config["current-context"] = set_current
+    return config
+
+
+def remove_entries(config: dict[str, Any], contexts: Iterable[str]) -> tuple[dict[str, Any], list[str]]:
+    """Pure: remove the named contexts and the clusters/users only they used. Returns what was removed."""
+    wanted = set(contexts)
+    removed: list[str] = []
+    kept_contexts = []
+    doomed_clusters, doomed_users = set(), set()
+    for ctx in config.get("contexts") or []:
+        if isinstance(ctx, dict) and ctx.get("name") in wanted:
+            removed.append(ctx["name"])
+            doomed_clusters.add((ctx.get("context") or {}).get("cluster"))
+            doomed_users.add((ctx.get("context") or {}).get("user"))
+        else:
+            kept_contexts.append(ctx)
+    still_used_clusters = {(c.get("context") or {}).get("cluster") for c in kept_contexts if isinstance(c, dict)}
+    still_used_users = {(c.get("context") or {}).get("user") for c in kept_contexts if isinstance(c, dict)}
+    config["contexts"] = kept_contexts
+    config["clusters"] = [
+        c for c in config.get("clusters") or []
+        if not (isinstance(c, dict) and c.get("name") in doomed_clusters - still_used_clusters)
+    ]
+    config["users"] = [
+        u for u in config.get("users") or []
+        if not (isinstance(u, dict) and u.get("name") in doomed_users - still_used_users)
+    ]
+    if config.get("current-context") in removed:
+        config["current-context"] = ""
+    return config, removed
+
+
+def default_kubeconfig_path() -> Path:
+    """The file kubectl writes to: the first entry of KUBECONFIG, else ~/.kube/config."""
+    env = os.environ.get("KUBECONFIG", "")
+    first = next((p for p in env.split(os.pathsep) if p), None)
+    return Path(first) if first else Path.home() / ".kube" / "config"
+
+
+def render(config: dict[str, Any]) -> str:
+    return yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
+
+
+def edit_kubeconfig(path: Path, change: Any) -> Any:
+    """Lock `path`, load it (missing = empty), apply `change(config) -> result`, write it back atomically
+    with the same permissions (0600 for a new file), and return the result."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(path) + ".lock", timeout=30):
+        try:
+            text = path.read_text()
+            mode = stat.S_IMODE(path.stat().st_mode)
+        except FileNotFoundError:
+            text, mode = "", 0o600
+        config = yaml.safe_load(text) if text.strip() else {}
+        if not isinstance(config, dict):
+            raise ValueError(f"{path} is not a kubeconfig (its top level is not a mapping); it was left untouched")
+        result = change(config)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".kubeconfig-", suffix=".tmp")
+        try:
+            os.fchmod(fd, mode)
+            with os.fdopen(fd, "w") as f:
+                f.write(render(config))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return result

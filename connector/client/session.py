@@ -1,0 +1,89 @@
+"""The user's side of talking to a connector: a valid id_token (refreshed when about to expire) and the
+two connector endpoints the client uses, `/v1/login-config` and `/v1/sockets`."""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import replace
+from typing import Any
+
+import requests
+
+from connector.client.sso import SsoError, refresh
+from connector.client.token_store import StoredTokens, TokenStore
+
+REFRESH_AHEAD = dt.timedelta(seconds=60)
+
+
+class NotLoggedIn(Exception):
+    """No usable login: the message tells the user the exact command to run."""
+
+
+def login_hint(connector: str, profile: str) -> str:
+    profile_arg = "" if profile == "default" else f" --profile {profile}"
+    return f"run `python -m connector client login --connector {connector}{profile_arg}`"
+
+
+def fresh_tokens(
+    store: TokenStore, connector: str, profile: str, *, verify: bool | str = True, now: dt.datetime | None = None
+) -> StoredTokens:
+    tokens = store.load(connector, profile)
+    if tokens is None:
+        raise NotLoggedIn(f"not logged in to {connector}: {login_hint(connector, profile)}")
+    now = now or dt.datetime.now(dt.UTC)
+    try:
+        if tokens.id_token_expiry() - now > REFRESH_AHEAD:
+            return tokens
+    except ValueError:
+        pass  # an unreadable token is refreshed like an expired one
+    if not tokens.refresh_token:
+        raise NotLoggedIn(f"your login to {connector} has expired: {login_hint(connector, profile)}")
+    try:
+        renewed = refresh(tokens.token_endpoint, tokens.client_id, tokens.refresh_token, verify=verify)
+    except SsoError as exc:
+        hint = login_hint(connector, profile)
+        raise NotLoggedIn(f"your login to {connector} could not be renewed ({exc}): {hint}") from None
+    updated = replace(tokens, id_token=renewed.id_token, refresh_token=renewed.refresh_token)
+    store.save(updated, profile)
+    return updated
+
+
+def _get_json(url: str, *, verify: bool | str, token: str | None = None) -> Any:
+    headers = {"Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    try:
+        resp = requests.get(url, headers=headers, verify=verify, timeout=15, allow_redirects=False)
+    except requests.RequestException as exc:
+        raise ConnectionError(f"cannot reach the connector at {url}: {exc}") from None
+    if resp.status_code in (401, 403):
+        raise PermissionError(f"{url}: the connector refused the request ({resp.status_code}): {_message(resp)}")
+    if resp.status_code != 200:
+        raise ConnectionError(f"{url} answered HTTP {resp.status_code}: {_message(resp)}")
+    try:
+        return resp.json()
+    except ValueError:
+        raise ConnectionError(f"{url} did not answer JSON; is this a connector URL?") from None
+
+
+def _message(resp: requests.Response) -> str:
+    try:
+        return str(resp.json().get("message", resp.text[:200]))
+    except ValueError:
+        return resp.text[:200]
+
+
+def login_config(connector: str, *, verify: bool | str = True) -> dict[str, str]:
+    data = _get_json(connector.rstrip("/") + "/v1/login-config", verify=verify)
+    if not isinstance(data, dict) or not all(isinstance(data.get(k), str) for k in ("issuer", "client_id")):
+        raise ConnectionError(f"{connector} has no SSO login configured; pass --issuer and --client-id")
+    return {"issuer": data["issuer"], "client_id": data["client_id"]}
+
+
+def list_sockets(connector: str, id_token: str, *, verify: bool | str = True) -> list[dict[str, Any]]:
+    data = _get_json(connector.rstrip("/") + "/v1/sockets", verify=verify, token=id_token)
+    sockets = data.get("sockets") if isinstance(data, dict) else []
+    ok = isinstance(sockets, list) and all(isinstance(s, dict) and isinstance(s.get("name"), str) for s in sockets)
+    if not ok:
+        raise ConnectionError(f"{connector}/v1/sockets did not answer a list of sockets")
+    return sockets
