@@ -17,8 +17,8 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import requests
-from authlib.integrations.requests_client import OAuth2Session
 from authlib.common.errors import AuthlibBaseError
+from authlib.integrations.requests_client import OAuth2Session
 
 SCOPES = "openid email profile groups offline_access"
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
