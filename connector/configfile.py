@@ -87,7 +87,7 @@ def _line_index(text: str) -> dict[tuple[str | int, ...], int]:
 def validation_errors(error: ValidationError, source: str, text: str | None = None) -> list[str]:
     """One line per problem: `SOURCE:LINE: path.to[3].key: what is wrong`."""
     index = _line_index(text) if text is not None else {}
-    out = []
+    out: list[tuple[int, str]] = []
     for e in error.errors():
         loc = _clean_loc(e["loc"])
         line = None
@@ -96,8 +96,9 @@ def validation_errors(error: ValidationError, source: str, text: str | None = No
             if line is not None:
                 break
         where = f"{source}:{line}" if line is not None else source
-        out.append(f"{where}: {format_location(loc)}: {_message(e)}")
-    return out
+        out.append((line if line is not None else 1 << 30, f"{where}: {format_location(loc)}: {_message(e)}"))
+    # In file order, as a user fixes them top to bottom (sorted() is stable for errors on one line).
+    return [message for _, message in sorted(out, key=lambda item: item[0])]
 
 
 def parse_yaml(text: str, source: str) -> Any:

@@ -1,0 +1,265 @@
+"""The decision engine: may this identity make this Kubernetes request on this socket, now?
+
+`PolicyEngine` compiles the policies once (globs to matchers, CIDRs to networks, zones loaded) and
+indexes them by socket name and by subject, so that `decide()` does no I/O and touches only the
+policies that name both the caller and the socket. Semantics (also in the README):
+
+- no policy names the caller (user, one of their groups, or `*`) and the socket -> deny;
+- a policy applies only while all its `conditions` hold;
+- `kubernetes` with no `rules` allows everything on the socket, `rules: []` allows nothing, a
+  policy without `kubernetes` grants no Kubernetes access;
+- allows from all applying policies are OR'ed; the first allowing policy and rule, in file order,
+  are reported;
+- discovery (`/api`, `/apis`, `/version`, `/openapi/...`, read-only) is allowed to anyone who may
+  use the socket, so that kubectl works at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from connector.identity import Identity
+from connector.kube.requestinfo import RequestInfo
+from connector.policy.conditions import CompiledConditions
+from connector.policy.matchers import SocketMatcher
+from connector.policy.model import Policy
+from connector.policy.rules import RuleSet, describe_request, effective_verb
+
+DISCOVERY_PATHS = frozenset({"/api", "/apis", "/version"})
+DISCOVERY_PREFIXES = ("/api/", "/apis/", "/openapi/")
+DISCOVERY_VERBS = frozenset({"get", "head"})
+# How many policies a denial lists by name before summarizing: the message ends up in a terminal.
+_MAX_LISTED = 5
+_CACHE_LIMIT = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    allowed: bool
+    policy: str | None
+    rule: int | None
+    reason: str
+
+
+@dataclass(frozen=True)
+class RulesForNamespace:
+    """What a caller may do in one namespace, for SelfSubjectRulesReview (`kubectl auth can-i --list`)."""
+
+    resource_rules: list[dict[str, Any]] = field(default_factory=list)
+    non_resource_rules: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class _CompiledPolicy:
+    index: int
+    name: str
+    sockets: SocketMatcher
+    socket_tags: tuple[tuple[str, frozenset[str]], ...]
+    conditions: CompiledConditions | None  # None when there is nothing to check
+    kubernetes: bool
+    rules: RuleSet | None  # None = everything
+
+    def selects(self, socket_name: str, tags: Mapping[str, str]) -> bool:
+        if self.sockets(socket_name):
+            return True
+        return bool(self.socket_tags) and all(tags.get(key) in values for key, values in self.socket_tags)
+
+    def failure(self, source_ip: str, now: datetime) -> str | None:
+        return None if self.conditions is None else self.conditions.failure(source_ip, now)
+
+
+def _compile(index: int, policy: Policy) -> _CompiledPolicy:
+    conditions = CompiledConditions.compile(policy.conditions)
+    access = policy.kubernetes
+    return _CompiledPolicy(
+        index=index,
+        name=policy.name,
+        sockets=SocketMatcher.compile(policy.sockets),
+        socket_tags=tuple((k, frozenset(v)) for k, v in policy.socket_tags.items()),
+        conditions=None if conditions.trivial else conditions,
+        kubernetes=access is not None,
+        rules=None if access is None or access.rules is None else RuleSet(access.rules),
+    )
+
+
+def is_discovery(info: RequestInfo) -> bool:
+    return (
+        not info.is_resource_request
+        and info.verb in DISCOVERY_VERBS
+        and (info.path in DISCOVERY_PATHS or info.path.startswith(DISCOVERY_PREFIXES))
+    )
+
+
+class PolicyEngine:
+    """Decides requests against a fixed set of policies. Build a new one when the config changes."""
+
+    def __init__(self, policies: Sequence[Policy]):
+        names = [p.name for p in policies]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"policy names must be unique, repeated: {', '.join(duplicates)}")
+        self._policies = tuple(_compile(i, p) for i, p in enumerate(policies))
+        self._by_user: dict[str, set[int]] = {}
+        self._by_group: dict[str, set[int]] = {}
+        everyone: set[int] = set()
+        self._by_socket: dict[str, set[int]] = {}
+        self._socket_patterns: list[_CompiledPolicy] = []
+        for compiled, policy in zip(self._policies, policies, strict=True):
+            subjects = policy.subjects
+            if "*" in subjects.users or "*" in subjects.groups:
+                everyone.add(compiled.index)
+            for user in subjects.users:
+                self._by_user.setdefault(user, set()).add(compiled.index)
+            for group in subjects.groups:
+                self._by_group.setdefault(group, set()).add(compiled.index)
+            if policy.socket_tags or any("*" in s for s in policy.sockets):
+                self._socket_patterns.append(compiled)
+            else:
+                for name in policy.sockets:
+                    self._by_socket.setdefault(name, set()).add(compiled.index)
+        self._everyone = frozenset(everyone)
+        self._subject_cache: dict[tuple[str, tuple[str, ...]], frozenset[int]] = {}
+        self._socket_cache: dict[tuple[str, frozenset[tuple[str, str]]], frozenset[int]] = {}
+
+    @property
+    def policy_names(self) -> tuple[str, ...]:
+        return tuple(p.name for p in self._policies)
+
+    def decide(
+        self,
+        identity: Identity,
+        socket_name: str,
+        socket_tags: Mapping[str, str],
+        request_info: RequestInfo,
+        source_ip: str,
+        now: datetime,
+    ) -> Decision:
+        _require_aware(now)
+        candidates = self._candidates(identity, socket_name, socket_tags)
+        if not candidates:
+            return Decision(False, None, None, f"no policy grants {identity.user} access to socket {socket_name}")
+        verb = effective_verb(request_info)
+        discovery = is_discovery(request_info)
+        denials: list[tuple[str, str]] = []
+        for policy in candidates:
+            failure = policy.failure(source_ip, now)
+            if failure is not None:
+                denials.append((policy.name, failure))
+            elif not policy.kubernetes:
+                denials.append((policy.name, "grants no Kubernetes access"))
+            elif discovery:
+                return Decision(
+                    True,
+                    policy.name,
+                    None,
+                    f"allowed by policy {policy.name}: discovery is open to users of the socket",
+                )
+            elif policy.rules is None:
+                return Decision(True, policy.name, None, f"allowed by policy {policy.name}: all Kubernetes access")
+            else:
+                rule = policy.rules.first_match(request_info, verb)
+                if rule is not None:
+                    return Decision(True, policy.name, rule.index, f"allowed by policy {policy.name} rule {rule.index}")
+                denials.append((policy.name, "allows nothing (rules: [])" if not policy.rules else ""))
+        return Decision(False, None, None, _denial_reason(denials, describe_request(request_info, verb)))
+
+    def may_use_socket(
+        self, identity: Identity, socket_name: str, socket_tags: Mapping[str, str], source_ip: str, now: datetime
+    ) -> bool:
+        """Whether any policy currently grants this caller Kubernetes access to the socket at all."""
+        _require_aware(now)
+        return any(
+            p.kubernetes and p.failure(source_ip, now) is None
+            for p in self._candidates(identity, socket_name, socket_tags)
+        )
+
+    def rules_for(
+        self,
+        identity: Identity,
+        socket_name: str,
+        socket_tags: Mapping[str, str],
+        namespace: str,
+        source_ip: str,
+        now: datetime,
+    ) -> RulesForNamespace:
+        """The rules that apply to the caller in `namespace` ("" = cluster-wide), as SelfSubjectRulesReview
+        lists them. Conditions are evaluated at `now`."""
+        _require_aware(now)
+        resource_rules: list[dict[str, Any]] = []
+        non_resource_rules: list[dict[str, Any]] = []
+        for policy in self._candidates(identity, socket_name, socket_tags):
+            if not policy.kubernetes or policy.failure(source_ip, now) is not None:
+                continue
+            if not non_resource_rules:
+                non_resource_rules.append(
+                    {
+                        "verbs": sorted(DISCOVERY_VERBS),
+                        "nonResourceURLs": ["/api", "/api/*", "/apis", "/apis/*", "/openapi/*", "/version"],
+                    }
+                )
+            if policy.rules is None:
+                resource_rules.append({"verbs": ["*"], "apiGroups": ["*"], "resources": ["*"]})
+                non_resource_rules.append({"verbs": ["*"], "nonResourceURLs": ["*"]})
+                continue
+            for rule in policy.rules.rules:
+                if rule.urls:
+                    non_resource_rules.append(rule.review_form())
+                elif rule.namespace_ok(namespace):
+                    resource_rules.append(rule.review_form())
+        return RulesForNamespace(resource_rules=resource_rules, non_resource_rules=non_resource_rules)
+
+    def _candidates(
+        self, identity: Identity, socket_name: str, socket_tags: Mapping[str, str]
+    ) -> list[_CompiledPolicy]:
+        """The policies naming both the caller and the socket, in file order."""
+        ids = self._subject_ids(identity) & self._socket_ids(socket_name, socket_tags)
+        return [self._policies[i] for i in sorted(ids)]
+
+    def _subject_ids(self, identity: Identity) -> frozenset[int]:
+        key = (identity.user, identity.groups)
+        found = self._subject_cache.get(key)
+        if found is None:
+            ids = set(self._everyone)
+            ids.update(self._by_user.get(identity.user, ()))
+            for group in identity.groups:
+                ids.update(self._by_group.get(group, ()))
+            found = frozenset(ids)
+            _remember(self._subject_cache, key, found)
+        return found
+
+    def _socket_ids(self, socket_name: str, socket_tags: Mapping[str, str]) -> frozenset[int]:
+        key = (socket_name, frozenset(socket_tags.items()))
+        found = self._socket_cache.get(key)
+        if found is None:
+            ids = set(self._by_socket.get(socket_name, ()))
+            ids.update(p.index for p in self._socket_patterns if p.selects(socket_name, socket_tags))
+            found = frozenset(ids)
+            _remember(self._socket_cache, key, found)
+        return found
+
+
+def _remember(cache: dict[Any, frozenset[int]], key: Any, value: frozenset[int]) -> None:
+    # Bounded so that a caller inventing names (user names come from tokens) cannot grow memory.
+    if len(cache) >= _CACHE_LIMIT:
+        cache.clear()
+    cache[key] = value
+
+
+def _require_aware(now: datetime) -> None:
+    if now.tzinfo is None or now.utcoffset() is None:
+        raise ValueError("the decision time must be timezone-aware (e.g. datetime.now(UTC))")
+
+
+def _denial_reason(denials: list[tuple[str, str]], request: str) -> str:
+    """One policy: `policy p: why`. Several: `no policy allows REQUEST: a: why; b: no matching rule`."""
+    if len(denials) == 1:
+        name, why = denials[0]
+        return f"policy {name}: {why or 'no rule allows ' + request}"
+    listed = [f"{name}: {why or 'no matching rule'}" for name, why in denials[:_MAX_LISTED]]
+    more = len(denials) - _MAX_LISTED
+    if more > 0:
+        listed.append(f"and {more} more")
+    return f"no policy allows {request}: " + "; ".join(listed)

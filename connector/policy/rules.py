@@ -1,0 +1,185 @@
+"""A policy's Kubernetes rules compiled into matchers, and their SelfSubjectRulesReview form.
+
+Rule matching follows RBAC (`connector.kube.rbac` documents it) with the policy format's additions:
+`prefix*` globs, a `namespaces` list (a request without a namespace matches only `*`), and the
+privileged verbs (impersonate, escalate, bind) that a `*` verb grants only with
+`allow_privileged_verbs`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from connector.kube.requestinfo import RequestInfo
+from connector.policy.matchers import NameMatcher
+from connector.policy.model import NON_RESOURCE_VERBS, PRIVILEGED_VERBS, RESOURCE_VERBS, Rule
+
+# Streams into a pod are `create` whatever the HTTP method, as the apiserver's websocket upgrade
+# check does: kubectl >= 1.30 opens exec with a GET, which must not make `get` enough.
+CREATE_SUBRESOURCES = frozenset({"exec", "attach", "portforward"})
+_STAR_VERBS_UNPRIVILEGED = [v for v in RESOURCE_VERBS if v not in PRIVILEGED_VERBS]
+
+
+def effective_verb(info: RequestInfo) -> str:
+    if info.is_resource_request and info.subresource in CREATE_SUBRESOURCES:
+        return "create"
+    return info.verb
+
+
+def _glob(pattern: str) -> Callable[[str], bool]:
+    if pattern == "*":
+        return lambda value: True
+    if pattern.endswith("*"):
+        prefix = pattern[:-1]
+        return lambda value: value.startswith(prefix)
+    return lambda value: value == pattern
+
+
+@dataclass(frozen=True, slots=True)
+class _ResourceMatcher:
+    """`resource` or `resource/subresource` patterns; `*` alone matches everything, as in RBAC."""
+
+    match_all: bool
+    exact: frozenset[str]  # combined `resource[/subresource]` strings without wildcards
+    globs: tuple[tuple[Callable[[str], bool], Callable[[str], bool] | None], ...]
+
+    @classmethod
+    def compile(cls, patterns: tuple[str, ...]) -> _ResourceMatcher:
+        globs = []
+        for p in patterns:
+            if "*" in p and p != "*":
+                resource, _, sub = p.partition("/")
+                globs.append((_glob(resource), _glob(sub) if sub else None))
+        return cls(
+            match_all="*" in patterns,
+            exact=frozenset(p for p in patterns if "*" not in p),
+            globs=tuple(globs),
+        )
+
+    def __call__(self, resource: str, subresource: str) -> bool:
+        if self.match_all:
+            return True
+        if (f"{resource}/{subresource}" if subresource else resource) in self.exact:
+            return True
+        for resource_ok, sub_ok in self.globs:
+            if subresource:
+                if sub_ok is not None and resource_ok(resource) and sub_ok(subresource):
+                    return True
+            elif sub_ok is None and resource_ok(resource):
+                return True
+        return False
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    index: int
+    rule: Rule
+    verbs: frozenset[str]
+    star_verb: bool
+    namespaces: NameMatcher
+    api_groups: NameMatcher
+    resources: _ResourceMatcher
+    names: NameMatcher
+    urls: tuple[str, ...]
+
+    @classmethod
+    def compile(cls, index: int, rule: Rule) -> CompiledRule:
+        return cls(
+            index=index,
+            rule=rule,
+            verbs=frozenset(rule.verbs) - {"*"},
+            star_verb="*" in rule.verbs,
+            namespaces=NameMatcher.compile(rule.namespaces),
+            api_groups=NameMatcher.compile(rule.api_groups),
+            resources=_ResourceMatcher.compile(rule.resources),
+            names=NameMatcher.compile(rule.resource_names),
+            urls=rule.non_resource_urls,
+        )
+
+    def verb_ok(self, verb: str) -> bool:
+        if verb in self.verbs:
+            return True
+        if not self.star_verb or not verb:
+            return False
+        return verb not in PRIVILEGED_VERBS or self.rule.allow_privileged_verbs
+
+    def namespace_ok(self, namespace: str) -> bool:
+        # No namespace = cluster-scoped or across all namespaces: only a rule for every namespace covers it.
+        return self.namespaces.match_all if not namespace else self.namespaces(namespace)
+
+    def allows(self, info: RequestInfo, verb: str) -> bool:
+        return self.verb_ok(verb) and self.matches(info)
+
+    def matches(self, info: RequestInfo) -> bool:
+        """Everything but the verb, which `RuleSet` has already sorted rules by."""
+        if not info.is_resource_request:
+            return bool(self.urls) and _url_ok(self.urls, info.path)
+        return (
+            not self.urls
+            and self.resources(info.resource, info.subresource)
+            and self.namespace_ok(info.namespace)
+            and self.api_groups(info.api_group)
+            # An empty name (list, create) matches only a rule for every name, as in RBAC.
+            and (self.names.match_all or (info.name != "" and self.names(info.name)))
+        )
+
+    def review_form(self) -> dict[str, Any]:
+        """This rule as an authorization.k8s.io/v1 ResourceRule or NonResourceRule."""
+        verbs = list(self.rule.verbs)
+        if self.urls:
+            return {"verbs": verbs, "nonResourceURLs": list(self.urls)}
+        if self.star_verb and not self.rule.allow_privileged_verbs:
+            # `*` here means every verb but the privileged ones; spell that out rather than mislead.
+            verbs = _STAR_VERBS_UNPRIVILEGED + sorted(self.verbs & PRIVILEGED_VERBS)
+        out: dict[str, Any] = {
+            "verbs": verbs,
+            "apiGroups": list(self.rule.api_groups),
+            "resources": list(self.rule.resources),
+        }
+        if not self.names.match_all:
+            out["resourceNames"] = list(self.rule.resource_names)
+        return out
+
+
+def _url_ok(urls: tuple[str, ...], path: str) -> bool:
+    for url in urls:
+        if url == "*" or url == path or (url.endswith("*") and path.startswith(url[:-1])):
+            return True
+    return False
+
+
+def describe_request(info: RequestInfo, verb: str) -> str:
+    """`create pods/exec "web-1" in namespace dev`, as the denied user should read it."""
+    if not info.is_resource_request:
+        return f"{verb} {info.path}"
+    what = info.resource + (f".{info.api_group}" if info.api_group else "")
+    if info.subresource:
+        what += f"/{info.subresource}"
+    if info.name:
+        what += f' "{info.name}"'
+    where = f"in namespace {info.namespace}" if info.namespace else "cluster-wide"
+    return f"{verb or info.verb or '(no verb)'} {what} {where}"
+
+
+class RuleSet:
+    """A policy's rules, pre-sorted by the verbs they grant so a decision only looks at candidates."""
+
+    def __init__(self, rules: tuple[Rule, ...]):
+        self.rules = tuple(CompiledRule.compile(i, r) for i, r in enumerate(rules))
+        verbs = {*RESOURCE_VERBS, *NON_RESOURCE_VERBS, ""}
+        self._by_verb = {v: tuple(r for r in self.rules if r.verb_ok(v)) for v in verbs}
+
+    def __len__(self) -> int:
+        return len(self.rules)
+
+    def first_match(self, info: RequestInfo, verb: str) -> CompiledRule | None:
+        """The first rule, in file order, that allows the request."""
+        candidates = self._by_verb.get(verb)
+        if candidates is None:  # a verb no config names (an odd HTTP method): only `*` rules can match
+            candidates = tuple(r for r in self.rules if r.verb_ok(verb))
+        for rule in candidates:
+            if rule.matches(info):
+                return rule
+        return None
