@@ -20,6 +20,7 @@ from connector.client.exec_credential import exec_credential, requested_api_vers
 from connector.client.kubeconfig_edit import (
     SocketEntry,
     apply_entries,
+    connector_entries,
     default_kubeconfig_path,
     edit_kubeconfig,
     remove_entries,
@@ -151,27 +152,10 @@ def cmd_sockets(args: argparse.Namespace) -> int:
 
 
 def socket_entries(args: argparse.Namespace, names: list[str]) -> list[SocketEntry]:
-    ca_pem = Path(args.ca_file).read_bytes() if args.ca_file else None
-    plugin = ["-m", "connector", "client", "token", "--connector", args.connector]
-    if args.ca_file:
-        plugin += ["--ca-file", str(Path(args.ca_file).resolve())]
-    if args.profile != "default":
-        plugin += ["--profile", args.profile]
-    if args.cache_dir:
-        plugin += ["--cache-dir", str(args.cache_dir)]
-    host = urlsplit(args.connector).netloc
-    user = f"connector-{args.profile}@{host}"
-    return [
-        SocketEntry(
-            context=args.context_template.format(socket=name, profile=args.profile),
-            cluster=f"connector-{name}@{host}",
-            user=user,
-            server=f"{args.connector}/sockets/{name}",
-            ca_pem=ca_pem,
-            exec_args=tuple(plugin),
-        )
-        for name in names
-    ]
+    return connector_entries(
+        args.connector, names, ca_file=args.ca_file, profile=args.profile, cache_dir=args.cache_dir,
+        context_template=args.context_template,
+    )
 
 
 def _chosen(args: argparse.Namespace) -> list[str]:

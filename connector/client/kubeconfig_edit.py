@@ -16,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 from filelock import FileLock
@@ -44,6 +45,38 @@ def exec_user(args: tuple[str, ...], api_version: str = "client.authentication.k
             "provideClusterInfo": False,
         }
     }
+
+
+def connector_entries(
+    connector: str,
+    sockets: Iterable[str],
+    *,
+    ca_file: str | Path | None,
+    profile: str = "default",
+    cache_dir: Path | None = None,
+    context_template: str = "connector-{socket}",
+) -> list[SocketEntry]:
+    """The kubeconfig entries for `sockets` on `connector`, authenticated by `client token` (exec plugin)."""
+    ca_pem = Path(ca_file).read_bytes() if ca_file else None
+    plugin = ["-m", "connector", "client", "token", "--connector", connector]
+    if ca_file:
+        plugin += ["--ca-file", str(Path(ca_file).resolve())]
+    if profile != "default":
+        plugin += ["--profile", profile]
+    if cache_dir:
+        plugin += ["--cache-dir", str(cache_dir)]
+    host = urlsplit(connector).netloc
+    return [
+        SocketEntry(
+            context=context_template.format(socket=name, profile=profile),
+            cluster=f"connector-{name}@{host}",
+            user=f"connector-{profile}@{host}",
+            server=f"{connector}/sockets/{name}",
+            ca_pem=ca_pem,
+            exec_args=tuple(plugin),
+        )
+        for name in sockets
+    ]
 
 
 def _upsert(items: list[dict[str, Any]], name: str, key: str, value: dict[str, Any]) -> None:

@@ -12,7 +12,6 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import pytest
 import requests
@@ -22,6 +21,7 @@ from aiohttp import web
 from connector.authn.authenticator import Authenticator, login_config
 from connector.authn.config import AuthenticationConfig
 from connector.authn.errors import AuthenticationError
+from sandbox.logins import complete_browser_login
 from sandbox.oidc import OidcIssuer
 from tests.support.oidc import DEMO_USERS, LoopThread
 
@@ -89,18 +89,6 @@ def _cli(*args: str, cache: Path, env: dict[str, str] | None = None, **kw) -> su
     )
 
 
-def _browser_login(url: str, user: str) -> None:
-    """What the user's browser does: load the IdP's page, pick the user, follow the redirect home."""
-    s = requests.Session()
-    page = s.get(url, timeout=10)
-    assert page.status_code == 200
-    params = dict(re.findall(r'name="([^"]+)" value="([^"]*)"', page.text))
-    answer = s.post(urlsplit(url)._replace(query="").geturl(), data={**params, "user": user}, allow_redirects=False)
-    assert answer.status_code == 302
-    done = s.get(answer.headers["Location"], timeout=10)
-    assert done.status_code == 200 and "Logged in" in done.text
-
-
 def _login(h: Harness, cache: Path, user: str = "alice") -> None:
     proc = _cli("login", "--connector", h.connector, "--no-browser", cache=cache)
     url = None
@@ -110,7 +98,7 @@ def _login(h: Harness, cache: Path, user: str = "alice") -> None:
             url = line.strip()
             break
     assert url is not None, "login printed no URL"
-    _browser_login(url, user)
+    complete_browser_login(url, user)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "Logged in to" in err
