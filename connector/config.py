@@ -10,10 +10,15 @@ from pathlib import Path
 
 from pydantic import Field
 
+from connector.audit.config import AuditConfig
+from connector.audit.recording_config import RecordingConfig
 from connector.authn.config import AuthenticationConfig
+from connector.aws.discovery_config import DiscoveryConfig
 from connector.configfile import ConfigError, load_model, read_config_text
 from connector.model import StrictModel
-from connector.policy.model import Policy
+from connector.policy.model import PolicyList
+from connector.proxy.config import ServerConfig
+from connector.upstream.config import Sockets
 
 __all__ = ["ConfigError", "ConnectorConfig", "load_config", "load_model", "read_config_text"]
 
@@ -21,8 +26,13 @@ __all__ = ["ConfigError", "ConnectorConfig", "load_config", "load_model", "read_
 
 
 class ConnectorConfig(StrictModel):
-    policies: list[Policy] = Field(default_factory=list)
+    policies: PolicyList = Field(default_factory=list)
     # sections: other features add their top-level keys below this line
+    discovery: DiscoveryConfig = Field(default_factory=DiscoveryConfig)
+    sockets: Sockets = Field(default_factory=dict)
+    recordings: RecordingConfig = Field(default_factory=RecordingConfig)
+    server: ServerConfig = Field(default_factory=ServerConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
     authentication: AuthenticationConfig = Field(default_factory=AuthenticationConfig)
 
 

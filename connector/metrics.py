@@ -59,7 +59,7 @@ AUDIT_WRITE_ERRORS = Counter(
 )
 RECORDING_ERRORS = Counter(
     "connector_recording_errors_total",
-    "Session recording failures, by stage (write, upload, decode).",
+    "Session recording failures, by stage (open, write, upload, decode).",
     ["stage"],
 )
 CONFIG_RELOADS = Counter(

@@ -1,0 +1,90 @@
+"""The audit event: one JSON line per request that reached the connector's Kubernetes routes.
+
+The fields are the ones ARCHITECTURE.md promises (time, request id, user, groups, source IP, socket,
+the parsed request, the decision with its policy and rule, upstream status, bytes, duration, user
+agent). Long-lived streams (watch, `logs -f`, exec, attach, port-forward) get two events with the
+same request id: `ResponseStarted` when the upstream answered and `ResponseComplete` at the end,
+named after the Kubernetes audit stages so that log tooling reads them naturally.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass, field, fields
+from typing import Any, Literal
+
+Stage = Literal["ResponseStarted", "ResponseComplete"]
+# allow: forwarded (or answered locally); deny: refused by policy; unauthenticated: no or bad
+# credentials; rejected: refused before any policy check (bad input, limits, unknown socket).
+Decision = Literal["allow", "deny", "unauthenticated", "rejected"]
+
+
+def utc_timestamp(when: dt.datetime | None = None) -> str:
+    """RFC 3339 with microseconds and a `Z`, the format Kubernetes audit logs use."""
+    when = when or dt.datetime.now(dt.UTC)
+    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass(frozen=True)
+class RequestAttributes:
+    """What the request does, as parsed by connector.kube.requestinfo (empty strings when absent)."""
+
+    verb: str = ""
+    api_group: str = ""
+    api_version: str = ""
+    namespace: str = ""
+    resource: str = ""
+    subresource: str = ""
+    name: str = ""
+    is_resource_request: bool = False
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    """One audit record. `to_json` gives the line written to the sink."""
+
+    request_id: str
+    stage: Stage
+    decision: Decision
+    code: int
+    method: str
+    path: str
+    source_ip: str
+    time: str = field(default_factory=utc_timestamp)
+    query: str = ""
+    user: str | None = None
+    groups: tuple[str, ...] = ()
+    auth_method: str | None = None
+    user_agent: str = ""
+    socket: str | None = None
+    request: RequestAttributes | None = None
+    policy: str | None = None
+    rule: int | None = None
+    reason: str = ""
+    upstream_status: int | None = None
+    upstream_audit_id: str | None = None
+    bytes_in: int = 0
+    bytes_out: int = 0
+    duration_ms: float = 0.0
+    stream: str | None = None
+    session_protocol: str | None = None
+    recording: str | None = None
+    error: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        # Field by field rather than dataclasses.asdict, whose deep copies cost more than the rest of a
+        # request's bookkeeping together. Absent optional fields are left out.
+        out = {name: getattr(self, name) for name in _FIELDS}
+        out["groups"] = list(self.groups)
+        out["duration_ms"] = round(self.duration_ms, 3)
+        if self.request is not None:
+            out["request"] = {name: getattr(self.request, name) for name in _REQUEST_FIELDS}
+        return {k: v for k, v in out.items() if v is not None}
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+
+
+_FIELDS = tuple(f.name for f in fields(AuditEvent))
+_REQUEST_FIELDS = tuple(f.name for f in fields(RequestAttributes))

@@ -1,0 +1,169 @@
+"""The aiohttp application: routes, the shared proxy context, and the server settings it runs with.
+
+Routes: `/sockets/{socket}/...` (the Kubernetes APIs, see handler.py), `/healthz` (the process is
+alive), `/readyz` (config loaded, sockets resolved, audit sink writable, not shutting down),
+`/metrics` (Prometheus), `/v1/sockets` (the sockets the caller may use, for `client kubeconfig set`)
+and `/v1/login-config` (the SSO issuer and client id, for `client login`; no authentication).
+Anything else is a 404 Status.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import prometheus_client
+from aiohttp import web
+
+from connector.audit.recording import SessionMeta
+from connector.audit.sinks import AuditLog
+from connector.authn.errors import AuthenticationError
+from connector.identity import Identity
+from connector.kube.status import status_json
+from connector.policy.engine import PolicyEngine
+from connector.proxy.config import ServerConfig
+from connector.proxy.handler import CONTEXT, Call, Refusal, handle_socket_request
+from connector.proxy.registry import SocketRegistry
+from connector.proxy.upgrade import SessionTap
+
+
+class AuthenticatorLike(Protocol):
+    """What the proxy needs from connector.authn's Authenticator."""
+
+    client_ca_file: str | None
+
+    async def authenticate(self, request: web.BaseRequest) -> Identity: ...
+    async def close(self) -> None: ...
+
+
+TapFactory = Callable[[SessionMeta], SessionTap | None]
+
+
+@dataclass(eq=False)
+class ProxyContext:
+    """Everything a request needs. The runtime swaps fields on reload; a request reads each field once,
+    so it runs entirely under the policies (and authenticator) that were current when it arrived."""
+
+    server: ServerConfig
+    public_url: str
+    registry: SocketRegistry
+    audit: AuditLog
+    policy: PolicyEngine
+    authenticator: AuthenticatorLike
+    login_config: dict[str, str] | None = None
+    tap_factory: TapFactory | None = None
+    shutting_down: bool = False
+
+
+def _text(status: int, text: str) -> web.Response:
+    return web.Response(status=status, text=text, content_type="text/plain")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return _text(200, "ok\n")
+
+
+def readiness(ctx: ProxyContext) -> list[tuple[str, str | None]]:
+    """Each readiness check with None when it passes, else why it fails (kube-apiserver's /readyz style)."""
+    problems = ctx.registry.problems
+    return [
+        ("shutdown", "the connector is shutting down" if ctx.shutting_down else None),
+        ("config", None),
+        ("sockets", "; ".join(f"{n}: {p}" for n, p in sorted(problems.items())) or None),
+        ("audit", None if ctx.audit.healthy else f"the audit log cannot be written: {ctx.audit.last_error}"),
+    ]
+
+
+async def readyz(request: web.Request) -> web.Response:
+    checks = readiness(request.app[CONTEXT])
+    lines = [f"[+]{name} ok" if problem is None else f"[-]{name} failed: {problem}" for name, problem in checks]
+    ok = all(problem is None for _, problem in checks)
+    lines.append("readyz check passed" if ok else "readyz check failed")
+    return _text(200 if ok else 503, "\n".join(lines) + "\n")
+
+
+async def metrics_handler(request: web.Request) -> web.Response:
+    body = prometheus_client.generate_latest(prometheus_client.REGISTRY)
+    return web.Response(body=body, headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST})
+
+
+async def list_sockets(request: web.Request) -> web.StreamResponse:
+    """The sockets the caller may use now, with the kubeconfig server URL of each."""
+    ctx = request.app[CONTEXT]
+    call = Call(ctx, request)
+    call.raw_path, _, call.raw_query = request.raw_path.partition("?")
+    try:
+        call.identity = await ctx.authenticator.authenticate(request)
+    except AuthenticationError as exc:
+        return await call.refuse(Refusal(401, exc.public_message, "unauthenticated", detail=exc.detail))
+    identity, policy, now = call.identity, ctx.policy, dt.datetime.now(dt.UTC)
+    sockets: list[dict[str, Any]] = []
+    for entry in ctx.registry.entries():
+        upstream = entry.upstream
+        if policy.may_use_socket(identity, entry.name, upstream.tags, call.source_ip, now):
+            sockets.append(
+                {
+                    "name": entry.name,
+                    "type": upstream.service_type,
+                    "region": entry.region,
+                    "tags": dict(upstream.tags),
+                    "server": f"{ctx.public_url}/sockets/{entry.name}",
+                    "source": entry.source,
+                }
+            )
+    call.decision = "allow"
+    call.reason = f"{len(sockets)} socket(s) listed"
+    await call.audit("ResponseComplete", 200)
+    call.count(200)
+    return web.json_response({"sockets": sockets}, headers={"X-Connector-Request-Id": call.request_id})
+
+
+async def login_config_handler(request: web.Request) -> web.Response:
+    config = request.app[CONTEXT].login_config
+    if config is None:
+        return web.Response(
+            status=404,
+            body=status_json(404, "this connector has no OIDC issuer configured"),
+            content_type="application/json",
+        )
+    return web.json_response(config)
+
+
+async def not_found(request: web.Request) -> web.Response:
+    return web.Response(
+        status=404,
+        body=status_json(404, "not found: Kubernetes APIs are under /sockets/SOCKET/ (see /v1/sockets)"),
+        content_type="application/json",
+    )
+
+
+def create_app(ctx: ProxyContext) -> web.Application:
+    app = web.Application()
+    app[CONTEXT] = ctx
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics_handler)
+    app.router.add_get("/v1/sockets", list_sockets)
+    app.router.add_get("/v1/login-config", login_config_handler)
+    app.router.add_route("*", "/sockets/{tail:.*}", handle_socket_request)
+    app.router.add_route("*", "/{tail:.*}", not_found)
+    return app
+
+
+def runner_options(server: ServerConfig) -> dict[str, Any]:
+    """aiohttp server settings: our own limits and a handler cancelled when its client disconnects.
+
+    aiohttp's parser limits are set at twice ours, so that a request over our limits reaches the
+    handler and gets a 413 Status; only one past twice the limits is refused by aiohttp itself (400).
+    """
+    limits = server.limits
+    return {
+        "handler_cancellation": True,
+        "access_log": None,
+        "max_line_size": limits.max_header_bytes * 2,
+        "max_field_size": limits.max_header_bytes * 2,
+        "max_headers": limits.max_header_count * 2,
+        "shutdown_timeout": server.shutdown_grace_seconds,
+    }

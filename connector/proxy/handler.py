@@ -1,0 +1,557 @@
+"""The request path of `/sockets/{socket}/...`: check, authenticate, authorize, forward, audit.
+
+In order, as the issue lists them: refuse what the cluster could read differently from us (400),
+client `Impersonate-*` headers (403), requests over the limits (413) and unsupported upgrades (400);
+authenticate (401); find the socket (404/503); answer self-reviews locally; ask the policy engine
+(403 naming the socket and why); then forward, streaming, or relay an upgrade. Every refusal is
+audited before its response is sent; forwarded requests are audited when they complete, streams
+when they start and when they end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import logging
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+from aiohttp import web
+
+from connector import metrics
+from connector.audit.events import AuditEvent, Decision, RequestAttributes, Stage
+from connector.audit.recording import SessionMeta
+from connector.authn.errors import AuthenticationError
+from connector.identity import Identity
+from connector.kube.requestinfo import RequestInfo, parse_request_info, reject_reason
+from connector.kube.status import status_json
+from connector.policy.engine import PolicyEngine
+from connector.policy.rules import effective_verb
+from connector.proxy import forward, headers, reviews, upgrade
+from connector.proxy.registry import ActiveStream, SocketEntry
+
+if TYPE_CHECKING:
+    from connector.proxy.app import ProxyContext
+
+log = logging.getLogger(__name__)
+
+CONTEXT: web.AppKey[ProxyContext] = web.AppKey("connector_context")
+
+SOCKETS_PREFIX = "/sockets/"
+SESSION_KINDS = frozenset({"exec", "attach", "portforward"})
+_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})  # Go's strconv.ParseBool
+
+
+class Refusal(Exception):
+    """Stop the request here with a Status response (and its audit event)."""
+
+    def __init__(self, status: int, message: str, decision: Decision, *, detail: str | None = None):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.decision = decision
+        self.detail = detail
+
+
+def split_socket_path(raw_path: str) -> tuple[str, str]:
+    """`/sockets/prod/api/v1/pods` -> ("prod", "/api/v1/pods"); raises Refusal for other shapes."""
+    if not raw_path.startswith(SOCKETS_PREFIX):
+        raise Refusal(400, "the path must start with /sockets/SOCKET/ (not percent-encoded)", "rejected")
+    name, _, rest = raw_path[len(SOCKETS_PREFIX) :].partition("/")
+    if not name:
+        raise Refusal(404, "no socket named in the path: use /sockets/SOCKET/...", "rejected")
+    return name, "/" + rest
+
+
+def stream_kind(info: RequestInfo, raw_query: str, is_upgrade: bool) -> str | None:
+    """The kind of long-lived stream this request opens (for metrics, audit and clean shutdown), or None."""
+    if is_upgrade:
+        return info.subresource if info.subresource in SESSION_KINDS else "upgrade"
+    if info.verb == "watch":
+        return "watch"
+    if info.subresource == "log" and any(v in _TRUE for v in parse_qs(raw_query).get("follow", [])):
+        return "log"
+    return None
+
+
+def _status_response(status: int, message: str, request_id: str, **kwargs: Any) -> web.Response:
+    return web.Response(
+        status=status,
+        body=status_json(status, message, **kwargs),
+        content_type="application/json",
+        headers={"X-Connector-Request-Id": request_id},
+    )
+
+
+def _attributes(info: RequestInfo) -> RequestAttributes:
+    return RequestAttributes(
+        # The verb policies decide on: exec, attach and port-forward are `create` whatever the method.
+        verb=effective_verb(info),
+        api_group=info.api_group,
+        api_version=info.api_version,
+        namespace=info.namespace,
+        resource=info.resource,
+        subresource=info.subresource,
+        name=info.name,
+        is_resource_request=info.is_resource_request,
+    )
+
+
+@dataclass
+class Call:
+    """One request's state, from which its audit events and metrics are made."""
+
+    ctx: ProxyContext
+    request: web.Request
+    request_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    started: float = field(default_factory=time.monotonic)
+    socket: str | None = None
+    entry: SocketEntry | None = None
+    identity: Identity | None = None
+    info: RequestInfo | None = None
+    policy: str | None = None
+    rule: int | None = None
+    reason: str = ""
+    decision: Decision = "rejected"
+    upstream_status: int | None = None
+    upstream_audit_id: str | None = None
+    counters: forward.Counters = field(default_factory=forward.Counters)
+    stream: str | None = None
+    session_protocol: str | None = None
+    recording: str | None = None
+    error: str | None = None
+    raw_path: str = ""
+    raw_query: str = ""
+
+    @property
+    def source_ip(self) -> str:
+        return self.request.remote or ""
+
+    def event(self, stage: Stage, code: int) -> AuditEvent:
+        identity = self.identity
+        return AuditEvent(
+            request_id=self.request_id,
+            stage=stage,
+            decision=self.decision,
+            code=code,
+            method=self.request.method,
+            path=self.raw_path,
+            query=self.raw_query,
+            source_ip=self.source_ip,
+            user=identity.user if identity else None,
+            groups=identity.groups if identity else (),
+            auth_method=(identity.method or None) if identity else None,
+            user_agent=self.request.headers.get("User-Agent", ""),
+            socket=self.socket,
+            request=_attributes(self.info) if self.info is not None else None,
+            policy=self.policy,
+            rule=self.rule,
+            reason=self.reason,
+            upstream_status=self.upstream_status,
+            upstream_audit_id=self.upstream_audit_id,
+            bytes_in=self.counters.bytes_in,
+            bytes_out=self.counters.bytes_out,
+            duration_ms=(time.monotonic() - self.started) * 1000,
+            stream=self.stream,
+            session_protocol=self.session_protocol,
+            recording=self.recording,
+            error=self.error,
+        )
+
+    async def audit(self, stage: Stage, code: int) -> bool:
+        return await self.ctx.audit.emit(self.event(stage, code))
+
+    def count(self, code: int) -> None:
+        """Metrics for a finished request. Socket label only for served sockets (bounded label values)."""
+        socket = self.socket if self.entry is not None else ""
+        verb = effective_verb(self.info) if self.info is not None else ""
+        metrics.REQUESTS.labels(socket, verb, str(code), self.decision).inc()
+        metrics.REQUEST_DURATION.labels(socket, verb).observe(time.monotonic() - self.started)
+        if self.entry is not None and self.upstream_status is not None:  # bytes that went through a cluster
+            if self.counters.bytes_in:
+                metrics.BYTES.labels(socket, "to_upstream").inc(self.counters.bytes_in)
+            if self.counters.bytes_out:
+                metrics.BYTES.labels(socket, "to_client").inc(self.counters.bytes_out)
+
+    async def refuse(self, refusal: Refusal) -> web.Response:
+        self.decision = refusal.decision
+        self.reason = refusal.message
+        if refusal.detail:
+            self.error = refusal.detail
+        response = _status_response(refusal.status, refusal.message, self.request_id)
+        self.counters.bytes_out = len(response.body)  # type: ignore[arg-type]
+        await self.audit("ResponseComplete", refusal.status)
+        self.count(refusal.status)
+        # An oversized request's unread body, or bytes a client sent after an upgrade request, must not be
+        # read as the next request on this connection.
+        if refusal.status == 413 or headers.requested_upgrade(self.request.headers) is not None:
+            response.force_close()
+        return response
+
+
+async def handle_socket_request(request: web.Request) -> web.StreamResponse:
+    """The aiohttp handler for every `/sockets/...` request."""
+    call = Call(request.app[CONTEXT], request)
+    raw_path, _, call.raw_query = request.raw_path.partition("?")
+    call.raw_path = raw_path
+    try:
+        return await _handle(call)
+    except Refusal as refusal:
+        return await call.refuse(refusal)
+
+
+@dataclass(frozen=True)
+class _Checked:
+    """A request that passed the checks made before authentication."""
+
+    k8s_path: str
+    info: RequestInfo
+    protocol: str | None  # the upgrade asked for (websocket, SPDY/3.1), if any
+    body_limit: int | None  # None: a proxy subresource, whose body is streamed unbounded
+
+
+def _check(call: Call) -> _Checked:
+    """Refuse what must never reach a cluster, before spending anything on authentication."""
+    request, limits = call.request, call.ctx.server.limits
+    call.socket, k8s_path = split_socket_path(call.raw_path)
+    reason = reject_reason(request.method, k8s_path, call.raw_query)
+    if reason is not None:
+        raise Refusal(400, f"socket {call.socket}: {reason}", "rejected")
+    impersonation = headers.impersonation_headers(request.headers.keys())
+    if impersonation:
+        raise Refusal(
+            403,
+            f"socket {call.socket}: impersonation headers are not accepted ({', '.join(impersonation)}); "
+            "the connector acts for you with its own credentials",
+            "rejected",
+        )
+    if len(request.raw_headers) > limits.max_header_count:
+        raise Refusal(413, f"the request has more than {limits.max_header_count} headers", "rejected")
+    if headers.header_bytes(request.raw_headers) > limits.max_header_bytes:
+        raise Refusal(413, f"the request headers are larger than {limits.max_header_bytes} bytes", "rejected")
+    upgrade_value = headers.requested_upgrade(request.headers)
+    protocol = headers.upgrade_protocol(upgrade_value) if upgrade_value is not None else None
+    if upgrade_value is not None and protocol is None:
+        raise Refusal(
+            400, f"unsupported upgrade {upgrade_value!r}: the connector relays websocket and SPDY/3.1", "rejected"
+        )
+    if protocol is not None and request.body_exists:
+        raise Refusal(400, "an upgrade request must not have a body", "rejected")
+    info = parse_request_info(request.method, k8s_path, call.raw_query)
+    call.info = info
+    # Proxy subresources carry whatever the application behind them takes; other bodies are API objects.
+    body_limit = None if "proxy" in (info.verb, info.subresource) else limits.max_body_bytes
+    if body_limit is not None and (request.content_length or 0) > body_limit:
+        raise Refusal(413, f"the request body is larger than {body_limit} bytes", "rejected")
+    return _Checked(k8s_path, info, protocol, body_limit)
+
+
+async def _handle(call: Call) -> web.StreamResponse:
+    ctx, request = call.ctx, call.request
+    checked = _check(call)
+    assert call.socket is not None
+    # Each piece of the context is read once, so the whole request runs under one config even if a
+    # reload happens meanwhile.
+    authenticator, policy, audit = ctx.authenticator, ctx.policy, ctx.audit
+    try:
+        identity = call.identity = await authenticator.authenticate(request)
+    except AuthenticationError as exc:
+        metrics.AUTHN_FAILURES.labels(exc.reason).inc()
+        log.info("authentication failed from %s: %s", call.source_ip, exc.detail)
+        raise Refusal(401, exc.public_message, "unauthenticated", detail=exc.detail) from None
+    if audit.fail_closed and not audit.healthy:
+        raise Refusal(503, "the connector cannot write its audit log; requests are refused until it can", "rejected")
+
+    entry = ctx.registry.get(call.socket)
+    if entry is None:
+        problem = ctx.registry.problem(call.socket)
+        if problem is not None:
+            raise Refusal(503, f"socket {call.socket} is not available now", "rejected", detail=problem)
+        raise Refusal(404, f"socket {call.socket} not found", "rejected")
+    call.entry = entry
+    upstream = entry.upstream
+    now = dt.datetime.now(dt.UTC)
+
+    kind = reviews.review_kind(checked.info)
+    if kind is not None:
+        if not policy.may_use_socket(identity, call.socket, upstream.tags, call.source_ip, now):
+            raise Refusal(403, f"no policy grants {identity.user} access to socket {call.socket}", "deny")
+        return await _answer_review(call, kind, policy, now)
+
+    decision = policy.decide(identity, call.socket, upstream.tags, checked.info, call.source_ip, now)
+    call.policy, call.rule = decision.policy, decision.rule
+    if not decision.allowed:
+        message = decision.reason
+        if f"socket {call.socket}" not in message:
+            message = f"socket {call.socket}: {message}"
+        raise Refusal(403, message, "deny")
+    call.decision = "allow"
+    call.reason = decision.reason
+
+    call.stream = stream_kind(checked.info, call.raw_query, checked.protocol is not None)
+    try:
+        credentials = await upstream.auth_headers()
+    except Exception as exc:  # SocketError, or a credential source failing in a way it did not foresee
+        log.error("socket %s: no credentials for the cluster: %s", call.socket, exc)
+        raise Refusal(503, f"socket {call.socket}: the connector has no credentials for the cluster now", "allow",
+                      detail=str(exc)) from None  # fmt: skip
+    upstream_headers = headers.upstream_request_headers(
+        request.headers,
+        credentials=credentials,
+        client_ip=call.source_ip,
+        impersonate_user=identity.user if upstream.impersonation_enabled else None,
+        impersonate_groups=identity.groups if upstream.impersonation_enabled else (),
+        upgrade=checked.protocol,
+    )
+    if checked.protocol is not None:
+        return await _relay_upgrade(call, checked.k8s_path, upstream_headers, checked.protocol)
+    return await _forward(call, checked.k8s_path, upstream_headers, checked.body_limit)
+
+
+async def _answer_review(call: Call, kind: str, policy: PolicyEngine, now: dt.datetime) -> web.Response:
+    request, entry, identity = call.request, call.entry, call.identity
+    assert entry is not None and identity is not None and call.info is not None and call.socket is not None
+    socket, tags, source_ip = call.socket, entry.upstream.tags, call.source_ip
+    body_limit = call.ctx.server.limits.max_body_bytes
+    body = await _read_body(request, body_limit)
+    call.counters.bytes_in = len(body)
+    try:
+        review = reviews.parse_review(kind, call.info, request.headers.get("Content-Type", ""), body)
+    except reviews.ReviewError as exc:
+        raise Refusal(exc.status, exc.message, "rejected") from None
+    answer = reviews.answer_review(
+        review,
+        identity,
+        decide=lambda info: policy.decide(identity, socket, tags, info, source_ip, now),
+        rules_for=lambda namespace: policy.rules_for(identity, socket, tags, namespace, source_ip, now),
+    )
+    call.decision = "allow"
+    call.reason = f"{kind} answered by the connector"
+    response = web.json_response(answer, status=201, headers={"X-Connector-Request-Id": call.request_id})
+    call.counters.bytes_out = len(response.body or b"")  # type: ignore[arg-type]
+    await call.audit("ResponseComplete", 201)
+    call.count(201)
+    return response
+
+
+async def _read_body(request: web.Request, limit: int) -> bytes:
+    """The whole body, refusing (413) past `limit` bytes before anything is forwarded."""
+    body = bytearray()
+    async for chunk in request.content.iter_any():
+        body += chunk
+        if len(body) > limit:
+            raise Refusal(413, f"the request body is larger than {limit} bytes", "rejected")
+    return bytes(body)
+
+
+async def _forward(call: Call, k8s_path: str, upstream_headers: Any, body_limit: int | None) -> web.StreamResponse:
+    ctx, request, entry = call.ctx, call.request, call.entry
+    assert entry is not None and call.socket is not None
+    body: Any = None
+    if request.body_exists:
+        if body_limit is not None and request.content_length is None:
+            # A chunked API object: read it whole (bounded) so that an oversized one never reaches the cluster.
+            body = await _read_body(request, body_limit)
+            call.counters.bytes_in = len(body)
+            upstream_headers["Content-Length"] = str(len(body))
+        else:
+            body = forward.counted(request.content.iter_any(), call.counters)
+    url = forward.upstream_url(entry, k8s_path, call.raw_query)
+    try:
+        upstream_response = await forward.open_upstream(
+            entry, request.method, url, upstream_headers, body, ctx.server.upstream
+        )
+    except forward.UpstreamFailure as failure:
+        log.warning("socket %s: %s", call.socket, failure.detail)
+        raise Refusal(failure.status, failure.public, "allow", detail=failure.detail) from None
+    code = upstream_response.status
+    call.upstream_status = code
+    call.upstream_audit_id = upstream_response.headers.get("Audit-Id")
+    response = forward.client_response(upstream_response, call.request_id, stream=call.stream is not None)
+    try:
+        with _tracked(entry, call.stream) as active:
+            await _send(call, upstream_response, response, active)
+    except asyncio.CancelledError:
+        # aiohttp cancels the handler when the client disconnects (or at the end of the shutdown grace).
+        call.error = call.error or "cancelled: the client disconnected or the connector shut down"
+        raise
+    finally:
+        upstream_response.release()
+        await call.audit("ResponseComplete", code)
+        call.count(code)
+    return response
+
+
+@contextlib.contextmanager
+def _tracked(entry: SocketEntry, kind: str | None) -> Iterator[ActiveStream | None]:
+    """Register a stream with its socket (so that it can be ended cleanly) and count it as open."""
+    if kind is None:
+        yield None
+        return
+    with entry.stream(kind) as active:
+        metrics.OPEN_STREAMS.labels(entry.name, kind).inc()
+        try:
+            yield active
+        finally:
+            metrics.OPEN_STREAMS.labels(entry.name, kind).dec()
+
+
+async def _send(call: Call, upstream_response: Any, response: web.StreamResponse, active: ActiveStream | None) -> None:
+    """Send status, headers and body. On a broken connection (either side) the client's is closed, so
+    that it sees a cut rather than a complete response."""
+    try:
+        await response.prepare(call.request)
+        if active is not None and not await call.audit("ResponseStarted", response.status):
+            if call.ctx.audit.fail_closed:
+                call.error = "the audit log failed at the start of the stream; stream closed"
+                _abort(call.request)
+                return
+        if await forward.relay_body(upstream_response, response, call.counters, active):
+            call.error = "ended by the connector (socket retired or shutting down)"
+    except Exception as exc:
+        transport = call.request.transport
+        if transport is None or transport.is_closing():
+            call.error = f"client connection lost: {type(exc).__name__}: {exc}"
+        else:
+            call.error = f"cluster connection lost mid-response: {type(exc).__name__}: {exc}"
+            log.warning("socket %s: %s", call.socket, call.error)
+        _abort(call.request)
+
+
+def _abort(request: web.Request) -> None:
+    if request.transport is not None:
+        request.transport.close()
+
+
+async def _relay_upgrade(call: Call, k8s_path: str, upstream_headers: Any, protocol: str) -> web.StreamResponse:
+    ctx, request, entry, info = call.ctx, call.request, call.entry, call.info
+    assert entry is not None and info is not None and call.socket is not None and call.stream is not None
+    timeouts = ctx.server.upstream
+    try:
+        handshake = await upgrade.open_upgrade(
+            entry, request.method, k8s_path, call.raw_query, upstream_headers, timeouts
+        )
+    except forward.UpstreamFailure as failure:
+        log.warning("socket %s: %s", call.socket, failure.detail)
+        raise Refusal(failure.status, failure.public, "allow", detail=failure.detail) from None
+    call.upstream_status = handshake.status
+    call.upstream_audit_id = handshake.headers.get("Audit-Id")
+    switched_to = handshake.headers.get("Upgrade", "")
+    if handshake.status != 101 or headers.upgrade_protocol(switched_to) != protocol:
+        return await _refused_upgrade(call, handshake, protocol)
+
+    call.session_protocol = (
+        (handshake.headers.get("Sec-WebSocket-Protocol") if protocol == "websocket" else None)
+        or handshake.headers.get("X-Stream-Protocol-Version")
+        or protocol
+    )
+    tap = None
+    if ctx.tap_factory is not None and call.stream in SESSION_KINDS:
+        try:
+            tap = ctx.tap_factory(_session_meta(call, info))
+        except Exception as exc:
+            handshake.close()
+            metrics.RECORDING_ERRORS.labels("open").inc()
+            log.error("socket %s: session recording could not start, session refused: %s", call.socket, exc)
+            raise Refusal(
+                503, f"socket {call.socket}: session recording is unavailable, so the session was refused",
+                "allow", detail=f"{type(exc).__name__}: {exc}",
+            ) from None  # fmt: skip
+
+    response_headers = headers.client_response_headers(handshake.headers, upgrade=switched_to)
+    response_headers["X-Connector-Request-Id"] = call.request_id
+    response = web.StreamResponse(
+        status=101, reason=handshake.reason or "Switching Protocols", headers=response_headers
+    )
+    result: upgrade.RelayResult | None = None
+    with _tracked(entry, call.stream) as active:
+        assert active is not None
+        if call.stream in SESSION_KINDS:
+            metrics.SESSIONS.labels(call.socket, call.stream).inc()
+        try:
+            await response.prepare(request)
+            if not await call.audit("ResponseStarted", 101) and ctx.audit.fail_closed:
+                call.error = "the audit log failed at the start of the session; session closed"
+                _abort(request)
+            else:
+                result = await upgrade.relay(request, response, handshake, tap, active, call.socket)
+                call.counters.bytes_in, call.counters.bytes_out = result.bytes_in, result.bytes_out
+                call.error = "ended by the connector (socket retired or shutting down)" if (
+                    result.ended_by == "connector") else None  # fmt: skip
+                if result.tap_error:
+                    call.error = f"recording failed mid-session: {result.tap_error}"
+        except (ConnectionError, OSError) as exc:
+            call.error = f"client connection lost before the relay: {exc}"
+        finally:
+            if result is None:
+                handshake.close()  # the relay closes it when it ran
+            if tap is not None:
+                await _close_tap(call, tap)
+            await call.audit("ResponseComplete", 101)
+            call.count(101)
+            if result is not None:
+                upgrade.release_server_connection(result)
+    return response
+
+
+async def _refused_upgrade(call: Call, handshake: upgrade.UpstreamHandshake, protocol: str) -> web.Response:
+    """The cluster did not switch protocols: relay its answer as a plain response and close the connection."""
+    try:
+        if handshake.status == 101:
+            raise ValueError(f"the cluster switched to {handshake.headers.get('Upgrade')!r} instead of {protocol}")
+        body = await upgrade.read_refusal_body(handshake, call.ctx.server.upstream)
+    except (ValueError, OSError, TimeoutError, EOFError) as exc:
+        raise Refusal(
+            502, f"socket {call.socket}: the cluster answered the upgrade request incorrectly", "allow",
+            detail=f"{type(exc).__name__}: {exc}",
+        ) from None  # fmt: skip
+    finally:
+        handshake.close()
+    response_headers = headers.client_response_headers(handshake.headers)
+    response_headers.popall("Content-Length", None)
+    response_headers["X-Connector-Request-Id"] = call.request_id
+    response = web.Response(
+        status=handshake.status, reason=handshake.reason or None, body=body, headers=response_headers
+    )
+    response.force_close()
+    call.counters.bytes_out = len(body)
+    call.stream = None
+    await call.audit("ResponseComplete", handshake.status)
+    call.count(handshake.status)
+    return response
+
+
+def _session_meta(call: Call, info: RequestInfo) -> SessionMeta:
+    params = parse_qs(call.raw_query)
+    identity = call.identity
+    assert identity is not None and call.socket is not None and call.stream is not None
+    return SessionMeta(
+        session_id=call.request_id,
+        user=identity.user,
+        groups=identity.groups,
+        source_ip=call.source_ip,
+        socket=call.socket,
+        namespace=info.namespace,
+        pod=info.name,
+        container=params.get("container", [""])[0],
+        command=tuple(params.get("command", [])),
+        tty=any(v in _TRUE for v in params.get("tty", [])),
+        stdin=any(v in _TRUE for v in params.get("stdin", [])),
+        protocol=call.session_protocol or "",
+        subresource=call.stream,
+    )
+
+
+async def _close_tap(call: Call, tap: upgrade.SessionTap) -> None:
+    try:
+        await tap.close()
+        call.recording = getattr(tap, "recording", None)
+    except Exception as exc:
+        metrics.RECORDING_ERRORS.labels("write").inc()
+        log.error("socket %s: session recording could not be finished: %s", call.socket, exc)
+        call.error = f"recording could not be finished: {type(exc).__name__}: {exc}"

@@ -1,0 +1,150 @@
+"""Header hygiene between the client and the cluster: what is refused, dropped, kept and added.
+
+The rule is that nothing the client says about identity reaches the cluster: its credentials
+(`Authorization`, `Cookie`, `Proxy-Authorization`), hop-by-hop headers (RFC 9110 7.6.1, plus any the
+`Connection` header names), forwarding headers it could forge, and kube-apiserver's front-proxy
+identity headers (`X-Remote-User` and friends) are dropped; `Impersonate-*` is refused outright. The
+connector then sets its own upstream credentials, `Impersonate-User`/`-Group` when the socket asks
+for it, and `X-Forwarded-For` with the address it saw. Pure functions, so they are table-tested.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+from multidict import CIMultiDict, CIMultiDictProxy
+
+HOP_BY_HOP: frozenset[str] = frozenset(
+    {
+        "connection", "keep-alive", "proxy-connection", "te", "trailer", "transfer-encoding", "upgrade",
+        "proxy-authenticate", "proxy-authorization",
+    }
+)  # fmt: skip
+CLIENT_CREDENTIALS: frozenset[str] = frozenset({"authorization", "cookie", "proxy-authorization"})
+# Forwarding headers are set by the connector from what it saw; a client's own would be believed upstream.
+FORWARDING: frozenset[str] = frozenset(
+    {"forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip"}
+)
+# kube-apiserver's request-header authentication; only honoured with a front-proxy client certificate,
+# which the connector never presents, but a cluster misconfigured to trust them must not see the client's.
+FRONT_PROXY_PREFIXES: tuple[str, ...] = ("x-remote-user", "x-remote-group", "x-remote-extra-", "x-remote-uid")
+# `Expect: 100-continue` is answered by the connector's server; the cluster sees the whole body anyway.
+# Host and Content-Length are set by the HTTP client for the upstream request.
+REQUEST_ONLY: frozenset[str] = frozenset({"expect", "host"})
+# Websocket compression would hide the relayed frames from the session recorder.
+WEBSOCKET_EXTENSIONS = "sec-websocket-extensions"
+# How browsers (and some clients) pass a bearer token on websockets; a client credential like Authorization.
+WEBSOCKET_BEARER_PROTOCOL_PREFIX = "base64url.bearer.authorization.k8s.io."
+# A cookie set by something behind the cluster's proxy subresources would be scoped to the connector's origin.
+RESPONSE_DROPPED: frozenset[str] = frozenset({"set-cookie"})
+
+UPGRADE_PROTOCOLS: dict[str, str] = {"websocket": "websocket", "spdy/3.1": "SPDY/3.1"}
+
+
+def connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
+    """The lower-cased options of every `Connection` header (`keep-alive, Upgrade` -> {keep-alive, upgrade})."""
+    return {t.strip().lower() for v in headers.getall("Connection", []) for t in v.split(",") if t.strip()}
+
+
+def impersonation_headers(names: Iterable[str]) -> list[str]:
+    """The `Impersonate-*` headers among `names` (the client asked to act as someone else)."""
+    return sorted({n for n in names if n.lower().startswith("impersonate-")})
+
+
+def requested_upgrade(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> str | None:
+    """The `Upgrade` value when the request asks for one (`Connection: upgrade` plus `Upgrade`), else None."""
+    if "upgrade" not in connection_tokens(headers):
+        return None
+    values = headers.getall("Upgrade", [])
+    return ", ".join(v.strip() for v in values) if values else None
+
+
+def upgrade_protocol(value: str) -> str | None:
+    """The canonical protocol name for a supported `Upgrade` value, None for anything else.
+
+    Kubernetes streams use exactly one of websocket (exec/attach/port-forward for kubectl >= 1.30 and
+    most libraries) and SPDY/3.1 (older kubectl); a list of several, h2c or anything else is refused.
+    """
+    return UPGRADE_PROTOCOLS.get(value.strip().lower())
+
+
+def without_bearer_protocol(value: str) -> str:
+    """A `Sec-WebSocket-Protocol` list without the client's `base64url.bearer.authorization.k8s.io.*` token."""
+    protocols = (p.strip() for p in value.split(","))
+    return ", ".join(p for p in protocols if p and not p.startswith(WEBSOCKET_BEARER_PROTOCOL_PREFIX))
+
+
+def _dropped_request_header(name: str, connection_named: set[str]) -> bool:
+    lower = name.lower()
+    return (
+        lower in HOP_BY_HOP
+        or lower in CLIENT_CREDENTIALS
+        or lower in FORWARDING
+        or lower in REQUEST_ONLY
+        or lower in connection_named
+        or lower.startswith(FRONT_PROXY_PREFIXES)
+        or lower == WEBSOCKET_EXTENSIONS
+    )
+
+
+def upstream_request_headers(
+    client: CIMultiDictProxy[str] | CIMultiDict[str],
+    *,
+    credentials: Mapping[str, str],
+    client_ip: str,
+    impersonate_user: str | None = None,
+    impersonate_groups: Iterable[str] = (),
+    upgrade: str | None = None,
+) -> CIMultiDict[str]:
+    """The headers to send to the cluster for a client request.
+
+    `credentials` are the socket's own (e.g. `Authorization: Bearer <EKS token>`). `upgrade` is the
+    canonical protocol of an upgrade request, which keeps `Connection: Upgrade` + `Upgrade`.
+    The caller has already refused `Impersonate-*` headers; they are dropped here all the same.
+    """
+    connection_named = connection_tokens(client) - {"upgrade", "close", "keep-alive"}
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in client.items():
+        if _dropped_request_header(name, connection_named) or name.lower().startswith("impersonate-"):
+            continue
+        if name.lower() == "sec-websocket-protocol":
+            value = without_bearer_protocol(value)
+            if not value:
+                continue
+        out.add(name, value)
+    for name, value in credentials.items():
+        out[name] = value
+    if impersonate_user is not None:
+        out["Impersonate-User"] = impersonate_user
+        for group in impersonate_groups:
+            out.add("Impersonate-Group", group)
+    out["X-Forwarded-For"] = client_ip
+    if upgrade is not None:
+        out["Connection"] = "Upgrade"
+        out["Upgrade"] = upgrade
+    return out
+
+
+def client_response_headers(
+    upstream: CIMultiDictProxy[str] | CIMultiDict[str], *, upgrade: str | None = None
+) -> CIMultiDict[str]:
+    """The cluster's response headers as relayed to the client: hop-by-hop and cookies removed.
+
+    For a 101, `upgrade` is the protocol switched to and `Connection: Upgrade` + `Upgrade` are kept.
+    """
+    connection_named = connection_tokens(upstream)
+    out: CIMultiDict[str] = CIMultiDict()
+    for name, value in upstream.items():
+        lower = name.lower()
+        if lower in HOP_BY_HOP or lower in connection_named or lower in RESPONSE_DROPPED:
+            continue
+        out.add(name, value)
+    if upgrade is not None:
+        out["Connection"] = "Upgrade"
+        out["Upgrade"] = upgrade
+    return out
+
+
+def header_bytes(raw_headers: Iterable[tuple[bytes, bytes]]) -> int:
+    """Size of a header block as sent (`name: value\\r\\n` per header), for the header size limit."""
+    return sum(len(name) + len(value) + 4 for name, value in raw_headers)

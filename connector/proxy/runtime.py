@@ -1,0 +1,353 @@
+"""The running connector: load the config, serve, reload on SIGHUP or file change, shut down gracefully.
+
+Reload validates everything first (config schema, policies, authentication, audit destination) and
+only then swaps, so a config that does not validate is refused with its errors logged and the
+running one stays. Policies, authentication, sockets, discovery, audit and recordings apply to the
+next request; the listener (`server.listen`, TLS, client CA) needs a restart, and a reload that
+changes the client CA is refused rather than half-applied.
+
+Shutdown on SIGTERM/SIGINT: /readyz turns 503, the listener closes, open streams (watches, logs -f,
+exec, port-forward) are ended cleanly, in-flight requests get until `server.shutdown_grace_seconds`,
+then the audit log is flushed and synced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import os
+import signal
+from collections.abc import Awaitable
+from pathlib import Path
+from typing import BinaryIO
+
+from aiohttp import web
+from yarl import URL
+
+from connector import metrics
+from connector.audit.config import AuditConfig
+from connector.audit.recording import drain_recordings, open_session_tap
+from connector.audit.recording_config import RecordingConfig
+from connector.audit.sinks import AuditLog, AuditSinkError
+from connector.authn.authenticator import Authenticator, login_config
+from connector.aws.discovery import DiscoveryService, EksCluster
+from connector.aws.token import EksTokenCache
+from connector.config import ConfigError, ConnectorConfig, load_config
+from connector.policy.engine import PolicyEngine
+from connector.proxy.app import ProxyContext, TapFactory, create_app, runner_options
+from connector.proxy.registry import SocketRegistry
+from connector.proxy.server_tls import ServerTls, build_server_tls
+from connector.upstream import SocketError, upstream_for_eks_cluster
+
+log = logging.getLogger(__name__)
+
+FAILED_SOCKET_RETRY_SECONDS = 30.0
+# In-flight requests may still be using a replaced authenticator (an OIDC key fetch); close it later.
+RETIRED_AUTHENTICATOR_GRACE_SECONDS = 60.0
+
+
+def tap_factory(recordings: RecordingConfig) -> TapFactory | None:
+    if not recordings.enabled:
+        return None
+    return functools.partial(open_session_tap, config=recordings)
+
+
+def public_url(cfg: ConnectorConfig, port: int) -> str:
+    """The configured public URL, or https://<listen host or 127.0.0.1>:<port>."""
+    if cfg.server.public_url is not None:
+        return cfg.server.public_url
+    listen = cfg.server.listen_address
+    host = "127.0.0.1" if listen.is_wildcard else listen.host
+    return str(URL.build(scheme="https", host=host, port=port))
+
+
+def _file_state(path: Path) -> tuple[int, int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_mtime_ns, st.st_size, st.st_ino)
+
+
+class Connector:
+    """One connector process. `start()` then `shutdown()`, or `run()` for both with signal handling."""
+
+    def __init__(self, config_path: str | Path, *, audit_stdout: BinaryIO | None = None):
+        self.config_path = Path(config_path)
+        self._audit_stdout = audit_stdout
+        self._reload_lock = asyncio.Lock()
+        self._background: list[asyncio.Task[None]] = []
+        self._retired: set[asyncio.Task[None]] = set()
+        self.cfg: ConnectorConfig | None = None
+        self.ctx: ProxyContext | None = None
+        self.tls: ServerTls | None = None
+        self.url = ""
+        self._runner: web.AppRunner | None = None
+        self._discovery: DiscoveryService | None = None
+        self._file_state: tuple[int, int, int] | None = None
+        self._stopping = asyncio.Event()
+
+    async def start(self) -> None:
+        """Load the config and serve. Raises ConfigError, AuditSinkError, TlsSetupError or OSError (bind)."""
+        self._file_state = _file_state(self.config_path)
+        cfg = load_config(self.config_path)
+        policy = _policy_engine(cfg, str(self.config_path))
+        authenticator = Authenticator.from_config(cfg.authentication)
+        try:
+            audit = AuditLog(cfg.audit, stdout=self._audit_stdout)
+        except AuditSinkError:
+            await authenticator.close()
+            raise
+        audit.start()
+        registry = SocketRegistry(EksTokenCache())
+        self.cfg = cfg
+        self.ctx = ProxyContext(
+            server=cfg.server,
+            public_url="",
+            registry=registry,
+            audit=audit,
+            policy=policy,
+            authenticator=authenticator,
+            login_config=login_config(cfg.authentication),
+            tap_factory=tap_factory(cfg.recordings),
+        )
+        try:
+            await registry.apply_static(cfg.sockets)
+            await self._start_discovery(cfg)
+            await self._listen(cfg)
+        except BaseException:
+            await self._close_parts()
+            raise
+        self._background = [
+            asyncio.create_task(self._watch_config(), name="config-watch"),
+            asyncio.create_task(self._retry_failed_sockets(), name="socket-retry"),
+        ]
+
+    async def _listen(self, cfg: ConnectorConfig) -> None:
+        assert self.ctx is not None
+        listen = cfg.server.listen_address
+        configured = URL(cfg.server.public_url) if cfg.server.public_url else None
+        public_host = configured.host if configured and configured.host else (
+            "127.0.0.1" if listen.is_wildcard else listen.host)  # fmt: skip
+        self.tls = build_server_tls(cfg.server, public_host, self.ctx.authenticator.client_ca_file)
+        self._runner = web.AppRunner(create_app(self.ctx), **runner_options(cfg.server))
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, listen.host, listen.port, ssl_context=self.tls.context)
+        await site.start()
+        self.url = public_url(cfg, site.port)
+        self.ctx.public_url = self.url
+        log.info("serving on %s (listening on %s:%d)", self.url, listen.host, site.port)
+        if self.tls.ca_file is not None:
+            log.info("no server.tls certificate configured: clients must trust the connector's CA %s", self.tls.ca_file)
+
+    async def _start_discovery(self, cfg: ConnectorConfig) -> None:
+        if not cfg.discovery.aws_eks:
+            self._discovery = None
+            return
+        service = DiscoveryService(cfg.discovery)
+        service.subscribe(self._discovered)
+        await service.start()
+        self._discovery = service
+
+    def _discovered(self, added: list[EksCluster], changed: list[EksCluster], removed: list[EksCluster]) -> None:
+        """Discovery subscriber: serve new clusters, refresh changed ones, retire the ones that went away."""
+        assert self.ctx is not None
+        registry = self.ctx.registry
+        for cluster in [*added, *changed]:
+            try:
+                upstream = upstream_for_eks_cluster(cluster, cluster.credentials, registry.token_cache)
+            except SocketError as exc:
+                log.error("%s", exc)
+                registry.remove_discovered(cluster.socket_name)
+                continue
+            registry.put_discovered(
+                cluster.socket_name,
+                upstream,
+                region=cluster.region,
+                fingerprint=(cluster.endpoint, cluster.ca_data, tuple(sorted(cluster.tags.items()))),
+            )
+        for cluster in removed:
+            registry.remove_discovered(cluster.socket_name)
+
+    async def reload(self, reason: str) -> bool:
+        """Apply the config file again; False (and the running config kept) when it does not validate."""
+        async with self._reload_lock:
+            try:
+                applied = await self._reload()
+            except Exception:
+                log.exception("config reload (%s) failed; the running config stays", reason)
+                applied = False
+            metrics.CONFIG_RELOADS.labels("applied" if applied else "rejected").inc()
+            if applied:
+                log.info("config reloaded (%s)", reason)
+            return applied
+
+    async def _reload(self) -> bool:
+        assert self.ctx is not None and self.cfg is not None
+        ctx, old = self.ctx, self.cfg
+        self._file_state = _file_state(self.config_path)
+        try:
+            cfg = load_config(self.config_path)
+            policy = _policy_engine(cfg, str(self.config_path))
+            authenticator = (
+                Authenticator.from_config(cfg.authentication) if cfg.authentication != old.authentication else None
+            )
+        except ConfigError as exc:
+            for line in exc.errors:
+                log.error("config reload refused: %s", line)
+            return False
+        new_ca = authenticator.client_ca_file if authenticator is not None else ctx.authenticator.client_ca_file
+        if new_ca != (self.tls.client_ca_file if self.tls else None):
+            log.error(
+                "config reload refused: authentication.client_certificates.client_ca_file changed; the TLS listener "
+                "trusts the CA it started with, so restart the connector to apply it"
+            )
+            if authenticator is not None:
+                await authenticator.close()
+            return False
+        audit: AuditLog | None = None
+        if cfg.audit != old.audit:
+            try:
+                audit = AuditLog(cfg.audit, stdout=self._audit_stdout)
+            except AuditSinkError as exc:
+                log.error("config reload refused: %s", exc)
+                if authenticator is not None:
+                    await authenticator.close()
+                return False
+        _warn_restart_needed(old, cfg)
+
+        # Everything validated: swap.
+        self.cfg = cfg
+        ctx.server = cfg.server
+        ctx.policy = policy
+        if authenticator is not None:
+            retired_auth, ctx.authenticator = ctx.authenticator, authenticator
+            self._later(retired_auth.close(), RETIRED_AUTHENTICATOR_GRACE_SECONDS)
+        ctx.login_config = login_config(cfg.authentication)
+        ctx.tap_factory = tap_factory(cfg.recordings)
+        if audit is not None:
+            audit.start()
+            retired_audit, ctx.audit = ctx.audit, audit
+            self._later(retired_audit.close(), 0)
+        else:
+            _reopen_audit(ctx.audit, cfg.audit)
+        await ctx.registry.apply_static(cfg.sockets)
+        if cfg.discovery != old.discovery:
+            if self._discovery is not None:
+                await self._discovery.stop()
+            await self._start_discovery(cfg)
+            # The new service announced its clusters as it started; drop what it no longer finds.
+            current = self._discovery.current() if self._discovery is not None else {}
+            ctx.registry.keep_discovered(set(current))
+        return True
+
+    def _later(self, work: Awaitable[None], delay: float) -> None:
+        async def run() -> None:
+            await asyncio.sleep(delay)
+            await work
+
+        task = asyncio.create_task(run())
+        self._retired.add(task)
+        task.add_done_callback(self._retired.discard)
+
+    async def _watch_config(self) -> None:
+        """Reload when the config file changes (mtime, size or inode, so ConfigMap symlink swaps count)."""
+        while True:
+            assert self.cfg is not None
+            await asyncio.sleep(self.cfg.server.config_poll_seconds)
+            state = _file_state(self.config_path)
+            if state is not None and state != self._file_state:
+                await self.reload("config file changed")
+
+    async def _retry_failed_sockets(self) -> None:
+        while True:
+            await asyncio.sleep(FAILED_SOCKET_RETRY_SECONDS)
+            assert self.ctx is not None
+            if self.ctx.registry.problems:
+                await self.ctx.registry.retry_failed()
+
+    async def shutdown(self) -> None:
+        """Stop accepting, end streams cleanly, let in-flight requests finish (bounded), flush the audit log."""
+        if self.ctx is None:
+            return
+        self.ctx.shutting_down = True
+        for task in self._background:
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        if self._runner is not None:
+            for site in list(self._runner.sites):
+                await site.stop()
+            self.ctx.registry.stop_all_streams()
+            await self._runner.cleanup()
+            self._runner = None
+        await self._close_parts()
+
+    async def _close_parts(self) -> None:
+        assert self.ctx is not None
+        if self._discovery is not None:
+            await self._discovery.stop()
+            self._discovery = None
+        await self.ctx.registry.close()
+        for task in list(self._retired):
+            task.cancel()
+        await asyncio.gather(*self._retired, return_exceptions=True)
+        await self.ctx.authenticator.close()
+        # Sessions that just ended are still being fsynced/uploaded; their audit events follow.
+        await drain_recordings()
+        await self.ctx.audit.close()
+
+    async def run(self) -> int:
+        """Serve until SIGTERM or SIGINT; SIGHUP reloads. Returns the process exit code."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        reloads: set[asyncio.Task[bool]] = set()
+
+        def on_hup() -> None:
+            task = asyncio.create_task(self.reload("SIGHUP"))
+            reloads.add(task)
+            task.add_done_callback(reloads.discard)
+
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+        loop.add_signal_handler(signal.SIGTERM, self._stopping.set)
+        loop.add_signal_handler(signal.SIGINT, self._stopping.set)
+        try:
+            await self._stopping.wait()
+            log.info("shutting down (grace %.0f s)", self.cfg.server.shutdown_grace_seconds if self.cfg else 0)
+        finally:
+            for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            await self.shutdown()
+        return 0
+
+    def stop(self) -> None:
+        """Ask `run()` to shut down (what SIGTERM does)."""
+        self._stopping.set()
+
+
+def _policy_engine(cfg: ConnectorConfig, source: str) -> PolicyEngine:
+    try:
+        return PolicyEngine(cfg.policies)
+    except ValueError as exc:
+        raise ConfigError(source, [f"{source}: policies: {exc}"]) from None
+
+
+def _reopen_audit(audit: AuditLog, cfg: AuditConfig) -> None:
+    """Reopen an unchanged audit file (logrotate moved it and sent SIGHUP)."""
+    if cfg.file is None:
+        return
+    try:
+        audit.reopen()
+    except AuditSinkError as exc:
+        log.error("%s; audit events keep going to the file opened before", exc)
+
+
+def _warn_restart_needed(old: ConnectorConfig, new: ConnectorConfig) -> None:
+    for key in ("listen", "public_url", "tls", "state_dir"):
+        if getattr(old.server, key) != getattr(new.server, key):
+            log.warning("server.%s changed: restart the connector to apply it (the rest of the config is applied)", key)
+    if old.server.limits != new.server.limits:
+        log.warning(
+            "server.limits changed: applied to new requests, but the HTTP parser keeps the header line "
+            "limit it started with until a restart"
+        )

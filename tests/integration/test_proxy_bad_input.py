@@ -1,0 +1,152 @@
+"""Every row of the proxy's bad-input list: the status code, an audit event, and nothing sent upstream."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.support.proxy_harness import ProxyHarness
+
+LIMITS = {"server": {"limits": {"max_header_bytes": 16384, "max_header_count": 32, "max_body_bytes": 1024}}}
+PODS = "/sockets/prod/api/v1/namespaces/default/pods"
+
+
+@pytest.fixture
+async def h(tmp_path: Path):
+    async with ProxyHarness(tmp_path, config=LIMITS) as harness:
+        yield harness
+
+
+async def assert_refused(h: ProxyHarness, status: int, got: int, body: bytes = b"") -> None:
+    assert got == status, body[:300]
+    assert h.upstream.requests == [], "the upstream must not see a refused request"
+    events = h.audit_events()
+    assert events and events[-1]["code"] == status and events[-1]["stage"] == "ResponseComplete"
+
+
+@pytest.mark.parametrize(
+    ("path", "words"),
+    [
+        (f"{PODS}/../secrets", "dot segment"),
+        ("/sockets/prod/api/v1/namespaces/default/pods/%2e%2e/x", "dot segment"),
+        ("/sockets/prod/api/v1/namespaces/a%2Fb/pods", "encoded slash"),
+        ("/sockets/prod/api/v1/namespaces/default/pods/a%00b", "NUL"),
+        ("/sockets/prod/api/v1//namespaces/default/pods", "empty segment"),
+        ("/sockets/prod/api/v1/namespaces/default/pods/%zz", "percent-encoding"),
+        (f"{PODS}?watch=1&watch=0", "repeats 'watch'"),
+        (f"{PODS}?fieldSelector=a%3Db&fieldSelector=c%3Dd", "repeats 'fieldSelector'"),
+        (f"{PODS}?labelSelector=a&labelSelector=b", "repeats 'labelSelector'"),
+        (f"{PODS}?limit=1;watch=1", "';'"),
+        ("/sockets/prod/api/v1/watch", "path verb"),
+        ("/%73ockets/prod/api/v1/namespaces/default/pods", "/sockets/SOCKET/"),
+    ],
+)
+async def test_paths_the_cluster_could_read_differently_are_400(h: ProxyHarness, path: str, words: str) -> None:
+    status, _, body = await h.request("GET", path, user="bob")
+    await assert_refused(h, 400, status, body)
+    assert words in body.decode()
+
+
+async def test_backslash_in_path_is_400(h: ProxyHarness) -> None:
+    status, data = await h.raw(
+        f"GET /sockets/prod/api/v1/namespaces/default/pods\\x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        f"Authorization: Bearer {h.tokens['bob']}\r\n\r\n".encode()
+    )
+    await assert_refused(h, 400, status, data)
+
+
+@pytest.mark.parametrize(
+    "header", ["Impersonate-User", "Impersonate-Group", "Impersonate-Uid", "Impersonate-Extra-Scopes"]
+)
+async def test_client_impersonation_is_403(h: ProxyHarness, header: str) -> None:
+    status, _, body = await h.request("GET", PODS, user="bob", headers={header: "system:admin"})
+    await assert_refused(h, 403, status, body)
+    assert header in body.decode()
+
+
+async def test_headers_over_the_size_limit_are_413(h: ProxyHarness) -> None:
+    big = {f"X-Big-{i}": "v" * 6000 for i in range(3)}
+    status, _, body = await h.request("GET", PODS, user="bob", headers=big)
+    await assert_refused(h, 413, status, body)
+
+
+async def test_one_header_over_the_size_limit_is_413(h: ProxyHarness) -> None:
+    status, _, body = await h.request("GET", PODS, user="bob", headers={"X-Huge": "v" * 20000})
+    await assert_refused(h, 413, status, body)
+
+
+async def test_too_many_headers_are_413(h: ProxyHarness) -> None:
+    many = {f"X-Many-{i}": "v" for i in range(40)}
+    status, _, body = await h.request("GET", PODS, user="bob", headers=many)
+    await assert_refused(h, 413, status, body)
+
+
+async def test_body_over_the_limit_is_413(h: ProxyHarness) -> None:
+    status, _, body = await h.request(
+        "POST", PODS, user="bob", data=b"x" * 2000, headers={"Content-Type": "application/json"}
+    )
+    await assert_refused(h, 413, status, body)
+
+
+async def test_chunked_body_over_the_limit_is_413_before_anything_is_sent(h: ProxyHarness) -> None:
+    async def chunks():
+        for _ in range(4):
+            yield b"y" * 400
+
+    status, _, body = await h.request("POST", PODS, user="bob", data=chunks())
+    await assert_refused(h, 413, status, body)
+
+
+@pytest.mark.parametrize("upgrade", ["h2c", "websocket, SPDY/3.1", "SPDY/3", "tcp"])
+async def test_unsupported_upgrades_are_400(h: ProxyHarness, upgrade: str) -> None:
+    status, data = await h.raw(
+        f"GET /sockets/prod/api/v1/namespaces/default/pods/web/exec?command=ls HTTP/1.1\r\nHost: x\r\n"
+        f"Connection: Upgrade\r\nUpgrade: {upgrade}\r\nAuthorization: Bearer {h.tokens['bob']}\r\n\r\n".encode()
+    )
+    await assert_refused(h, 400, status, data)
+    assert b"unsupported upgrade" in data
+
+
+async def test_upgrade_with_a_body_is_400(h: ProxyHarness) -> None:
+    status, data = await h.raw(
+        f"POST /sockets/prod/api/v1/namespaces/default/pods/web/exec?command=ls HTTP/1.1\r\nHost: x\r\n"
+        f"Connection: Upgrade\r\nUpgrade: SPDY/3.1\r\nContent-Length: 3\r\n"
+        f"Authorization: Bearer {h.tokens['bob']}\r\n\r\n".encode(),
+        b"abc",
+    )
+    await assert_refused(h, 400, status, data)
+
+
+@pytest.mark.parametrize(
+    "auth", [None, "Bearer not-a-token", "Basic YWxpY2U6cHc=", "Bearer a.b.c"], ids=["none", "unknown", "basic", "jwt"]
+)
+async def test_missing_or_bad_credentials_are_401(h: ProxyHarness, auth: str | None) -> None:
+    headers = {"Authorization": auth} if auth else {}
+    status, _, body = await h.request("GET", PODS, user=None, headers=headers)
+    await assert_refused(h, 401, status, body)
+    # what failed exactly goes to the audit log, not to the client
+    assert h.audit_events()[-1]["decision"] == "unauthenticated"
+    assert b"Unauthorized" in body
+
+
+async def test_unknown_socket_is_404(h: ProxyHarness) -> None:
+    status, _, body = await h.request("GET", "/sockets/staging/api/v1/pods", user="bob")
+    await assert_refused(h, 404, status, body)
+
+
+@pytest.mark.parametrize(
+    ("user", "path", "words"),
+    [
+        ("carol", PODS, "no policy grants carol access to socket prod"),
+        ("alice", "/sockets/prod/api/v1/namespaces/kube-system/pods", "no rule allows list pods in namespace kube-"),
+        ("alice", "/sockets/prod/api/v1/namespaces/default/secrets", "socket prod"),
+    ],
+)  # fmt: skip
+async def test_denied_by_policy_is_403_naming_socket_and_reason(
+    h: ProxyHarness, user: str, path: str, words: str
+) -> None:
+    status, _, body = await h.request("GET", path, user=user)
+    await assert_refused(h, 403, status, body)
+    assert words in body.decode()
+    assert h.audit_events()[-1]["decision"] == "deny"
