@@ -11,7 +11,6 @@ import base64
 import os
 import stat
 import sys
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +19,8 @@ from urllib.parse import urlsplit
 
 import yaml
 from filelock import FileLock
+
+from connector.client.files import replace_file
 
 
 @dataclass(frozen=True)
@@ -164,15 +165,5 @@ def edit_kubeconfig(path: Path, change: Any) -> Any:
         if not isinstance(config, dict):
             raise ValueError(f"{path} is not a kubeconfig (its top level is not a mapping); it was left untouched")
         result = change(config)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".kubeconfig-", suffix=".tmp")
-        try:
-            os.fchmod(fd, mode)
-            with os.fdopen(fd, "w") as f:
-                f.write(render(config))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        replace_file(path, render(config), mode=mode)
         return result

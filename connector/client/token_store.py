@@ -10,12 +10,12 @@ import base64
 import datetime as dt
 import hashlib
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import platformdirs
+
+from connector.client.files import replace_file
 
 APP_NAME = "eks-access-connector"
 
@@ -69,17 +69,7 @@ class TokenStore:
     def save(self, tokens: StoredTokens, profile: str) -> Path:
         path = self.path(tokens.connector, profile)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-        try:
-            os.fchmod(fd, 0o600)
-            with os.fdopen(fd, "w") as f:
-                json.dump(asdict(tokens), f)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        replace_file(path, json.dumps(asdict(tokens)), mode=0o600)
         return path
 
     def delete(self, connector: str, profile: str) -> None:

@@ -29,6 +29,8 @@ CLOSE_STREAM = 255
 
 # The largest resize object we wait for; kubectl's are about 30 bytes.
 MAX_RESIZE_OBJECT = 4096
+# base64 protocols write a channel as the one ASCII character '0' + channel (Go's `string('0'+num)`).
+MAX_BASE64_CHANNEL = 0x7F - 0x30
 
 
 @dataclass(frozen=True)
@@ -122,8 +124,11 @@ def encode_message(protocol: ChannelProtocol, channel: int, data: bytes) -> byte
     if not 0 <= channel <= 255:
         raise ValueError(f"a channel is 0..255, got {channel}")
     if protocol.base64:
-        if channel > 9:
-            raise ValueError(f"base64 channel protocols write channels 0..9 as one digit, got {channel}")
+        if channel > MAX_BASE64_CHANNEL:
+            raise ValueError(
+                f"base64 channel protocols write a channel as the ASCII character '0'+channel, so "
+                f"0..{MAX_BASE64_CHANNEL}, got {channel}"
+            )
         return bytes([0x30 + channel]) + binascii.b2a_base64(data, newline=False)
     return bytes([channel]) + data
 
@@ -239,6 +244,8 @@ def parse_terminal_size(raw: bytes) -> TerminalSize:
         obj = json.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ChannelMessageError(f"resize data is not JSON: {exc}") from None
+    except RecursionError:  # a hostile object nested thousands deep, still under MAX_RESIZE_OBJECT
+        raise ChannelMessageError("resize data is not JSON: nested too deeply") from None
     if not isinstance(obj, dict):
         raise ChannelMessageError(f"resize data must be a JSON object, got {type(obj).__name__}")
     return TerminalSize(width=_size_field(obj, "Width"), height=_size_field(obj, "Height"))

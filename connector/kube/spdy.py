@@ -112,11 +112,11 @@ class SpdyProtocolError(Exception):
     """The bytes are not valid SPDY/3.1; the message says what was wrong and where."""
 
 
-@dataclass(frozen=True, slots=True)
-class DataFrame:
-    stream_id: int
-    data: bytes
-    flags: int = 0
+class _FinFlag:
+    """The FIN flag of the frames that can end the sender's half of a stream."""
+
+    __slots__ = ()
+    flags: int
 
     @property
     def fin(self) -> bool:
@@ -124,7 +124,14 @@ class DataFrame:
 
 
 @dataclass(frozen=True, slots=True)
-class SynStreamFrame:
+class DataFrame(_FinFlag):
+    stream_id: int
+    data: bytes
+    flags: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SynStreamFrame(_FinFlag):
     stream_id: int
     headers: Headers
     associated_stream_id: int = 0
@@ -132,20 +139,19 @@ class SynStreamFrame:
     slot: int = 0
     flags: int = 0
 
-    @property
-    def fin(self) -> bool:
-        return bool(self.flags & FLAG_FIN)
-
 
 @dataclass(frozen=True, slots=True)
-class SynReplyFrame:
+class _StreamHeaders(_FinFlag):
+    """SYN_REPLY and HEADERS carry the same fields: a header block for an open stream."""
+
     stream_id: int
     headers: Headers
     flags: int = 0
 
-    @property
-    def fin(self) -> bool:
-        return bool(self.flags & FLAG_FIN)
+
+@dataclass(frozen=True, slots=True)
+class SynReplyFrame(_StreamHeaders):
+    """The recipient's acceptance of a stream, with its reply headers."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -179,14 +185,8 @@ class GoAwayFrame:
 
 
 @dataclass(frozen=True, slots=True)
-class HeadersFrame:
-    stream_id: int
-    headers: Headers
-    flags: int = 0
-
-    @property
-    def fin(self) -> bool:
-        return bool(self.flags & FLAG_FIN)
+class HeadersFrame(_StreamHeaders):
+    """More headers on an open stream."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from connector.identity import Identity
+from connector.kube import protobuf
 from connector.kube.requestinfo import RequestInfo
 from connector.policy.engine import Decision, RulesForNamespace
 
@@ -32,7 +33,6 @@ _LOCAL_REVIEWS: dict[tuple[str, str], str] = {
     ("authorization.k8s.io", "selfsubjectrulesreviews"): RULES_REVIEW,
     ("authentication.k8s.io", "selfsubjectreviews"): SELF_REVIEW,
 }
-_PROTOBUF_MAGIC = b"k8s\x00"
 _RESOURCE_ATTRIBUTES = ("namespace", "verb", "group", "version", "resource", "subresource", "name")
 _NON_RESOURCE_ATTRIBUTES = ("path", "verb")
 _ACCESS_ATTRIBUTES = (("resourceAttributes", _RESOURCE_ATTRIBUTES), ("nonResourceAttributes", _NON_RESOURCE_ATTRIBUTES))
@@ -67,12 +67,12 @@ def parse_review(kind: str, info: RequestInfo, content_type: str, body: bytes) -
     """Decode the request body (JSON or Kubernetes protobuf) into a ReviewRequest; raises ReviewError."""
     api_version = f"{info.api_group}/{info.api_version}"
     media_type = content_type.split(";", 1)[0].strip().lower()
-    if media_type == "application/vnd.kubernetes.protobuf":
+    if media_type == protobuf.MEDIA_TYPE:
         spec, body_kind, body_version = _parse_protobuf(kind, body)
     elif media_type in ("application/json", ""):
         spec, body_kind, body_version = _parse_json(kind, body)
     else:
-        raise ReviewError(415, f"{kind} must be sent as application/json or application/vnd.kubernetes.protobuf")
+        raise ReviewError(415, f"{kind} must be sent as application/json or {protobuf.MEDIA_TYPE}")
     if body_kind and body_kind != kind:
         raise ReviewError(400, f"the body is a {body_kind}, but this URL creates {kind}")
     if body_version and body_version != api_version:
@@ -127,85 +127,23 @@ def _parse_json(kind: str, body: bytes) -> tuple[dict[str, Any], str, str]:
 
 def _parse_protobuf(kind: str, body: bytes) -> tuple[dict[str, Any], str, str]:
     """Read the `runtime.Unknown` envelope and the review's spec fields (k8s.io/api generated.proto numbers)."""
-    if not body.startswith(_PROTOBUF_MAGIC):
-        raise ReviewError(400, f"the {kind} protobuf body lacks the k8s\\0 envelope")
     try:
-        envelope = _fields(body[len(_PROTOBUF_MAGIC) :])
-        type_meta = _fields(_message(envelope, 1))
-        body_version, body_kind = _string(type_meta, 1), _string(type_meta, 2)
-        if _string(envelope, 3):
+        envelope = protobuf.parse_envelope(body)
+        if envelope.content_encoding:
             raise ReviewError(415, f"the {kind} protobuf body uses a content encoding the connector does not read")
-        obj = _fields(_message(envelope, 2))
-        spec_fields = _fields(_message(obj, 2)) if kind != SELF_REVIEW else {}
+        obj = protobuf.Fields(envelope.raw)
+        spec_fields = obj.message(2) if kind != SELF_REVIEW else protobuf.Fields(b"")
         spec: dict[str, Any] = {}
         if kind == ACCESS_REVIEW:
             for number, (key, names) in enumerate(_ACCESS_ATTRIBUTES, start=1):
                 if number in spec_fields:
-                    attrs = _fields(_message(spec_fields, number))
-                    spec[key] = {n: v for i, n in enumerate(names, start=1) if (v := _string(attrs, i))}
+                    attrs = spec_fields.message(number)
+                    spec[key] = {n: v for i, n in enumerate(names, start=1) if (v := attrs.string(i))}
         elif kind == RULES_REVIEW:
-            spec["namespace"] = _string(spec_fields, 1)
-    except (IndexError, ValueError) as exc:
+            spec["namespace"] = spec_fields.string(1)
+    except ValueError as exc:
         raise ReviewError(400, f"the {kind} protobuf body is malformed: {exc}") from None
-    return spec, body_kind, body_version
-
-
-def _varint(data: bytes, i: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        if i >= len(data):
-            raise ValueError("truncated varint")
-        byte = data[i]
-        i += 1
-        value |= (byte & 0x7F) << shift
-        if not byte & 0x80:
-            return value, i
-        shift += 7
-        if shift >= 64:
-            raise ValueError("varint longer than 64 bits")
-
-
-def _fields(data: bytes) -> dict[int, list[bytes | int]]:
-    """The protobuf wire format's fields, by number, each with every value it was given."""
-    out: dict[int, list[bytes | int]] = {}
-    i = 0
-    while i < len(data):
-        key, i = _varint(data, i)
-        number, wire_type = key >> 3, key & 7
-        if number == 0:
-            raise ValueError("field number 0")
-        value: bytes | int
-        if wire_type == 0:
-            value, i = _varint(data, i)
-        elif wire_type == 2:
-            length, i = _varint(data, i)
-            if i + length > len(data):
-                raise ValueError("length-delimited field runs past the end")
-            value, i = data[i : i + length], i + length
-        elif wire_type in (1, 5):
-            size = 8 if wire_type == 1 else 4
-            if i + size > len(data):
-                raise ValueError("fixed-size field runs past the end")
-            value, i = int.from_bytes(data[i : i + size], "little"), i + size
-        else:
-            raise ValueError(f"unsupported wire type {wire_type}")
-        out.setdefault(number, []).append(value)
-    return out
-
-
-def _message(fields: dict[int, list[bytes | int]], number: int) -> bytes:
-    """An embedded message (proto3: the last occurrence wins); empty when absent."""
-    values = fields.get(number)
-    if not values:
-        return b""
-    value = values[-1]
-    if not isinstance(value, bytes):
-        raise ValueError(f"field {number} is not length-delimited")
-    return value
-
-
-def _string(fields: dict[int, list[bytes | int]], number: int) -> str:
-    return _message(fields, number).decode("utf-8")
+    return spec, envelope.kind, envelope.api_version
 
 
 def access_review_request_info(spec: dict[str, Any]) -> RequestInfo:

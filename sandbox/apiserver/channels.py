@@ -1,10 +1,9 @@
-"""Kubernetes channel protocols over websocket, server side: subprotocol negotiation and (de)multiplexing.
+"""Kubernetes channel protocols over websocket, server side: subprotocol negotiation and the channel socket.
 
-Every message carries one stream: its first byte is the channel number (exec/attach: 0 stdin,
-1 stdout, 2 stderr, 3 error/status, 4 resize; port-forward: 2i data and 2i+1 error of the i-th
-port). The `base64` variants send text messages whose first character is '0'+channel and whose
-rest is base64. `v5.channel.k8s.io` adds the close signal [255, channel]: the client's half-close
-of a stream (stdin EOF).
+The framing itself (channel bytes, the base64 variants, v5's close signal [255, channel], the
+client's half-close of a stream) is connector.kube.channels'; this module adds what only the
+server does: choosing the subprotocol, reading and writing the channels of an accepted aiohttp
+websocket, and how a server treats a message that breaks the protocol.
 
 Which subprotocols are accepted follows kube-apiserver 1.30+: a request offering
 `v5.channel.k8s.io` is served by the apiserver's own translator (v5 only); any other websocket
@@ -17,13 +16,20 @@ is refused with 403, as the kubelet's websocket handshake does.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 
 from aiohttp import WSCloseCode, WSMsgType, web
 
+from connector.kube.channels import (
+    CLOSE_STREAM,
+    PROTOCOLS,
+    ChannelClose,
+    ChannelData,
+    ChannelMessageError,
+    ChannelProtocol,
+    decode_message,
+    encode_message,
+)
 from sandbox.apiserver.pipes import ClientGone, InboundBuffer
 
 V5 = "v5.channel.k8s.io"
@@ -34,34 +40,12 @@ V1_BASE64 = "base64.channel.k8s.io"
 SPDY_TUNNEL_PREFIX = "SPDY/3.1+"
 PORTFORWARD_TUNNEL = SPDY_TUNNEL_PREFIX + "portforward.k8s.io"
 
-STREAM_CLOSE = 255  # v5: [255, channel] half-closes `channel`
-
 KUBELET_EXEC_PROTOCOLS = ("", V1, V1_BASE64, V4, V4_BASE64)
 KUBELET_PORTFORWARD_PROTOCOLS = ("", V4, V4_BASE64)
 
 
 class ChannelProtocolError(Exception):
     """The client broke the channel protocol badly enough that the connection must end."""
-
-
-@dataclass(frozen=True, slots=True)
-class ChannelProtocol:
-    """A negotiated channel subprotocol and what it implies."""
-
-    name: str  # "" when the client asked for no subprotocol
-
-    @property
-    def base64(self) -> bool:
-        return self.name in (V1_BASE64, V4_BASE64)
-
-    @property
-    def stream_close(self) -> bool:
-        return self.name == V5
-
-    @property
-    def json_status(self) -> bool:
-        """v4 and v5 report the outcome as a metav1.Status; older ones as plain text, on failure only."""
-        return self.name in (V5, V4, V4_BASE64)
 
 
 def requested_protocols(headers: Mapping[str, str] | Iterable[str]) -> list[str]:
@@ -73,14 +57,14 @@ def requested_protocols(headers: Mapping[str, str] | Iterable[str]) -> list[str]
 def _first_supported(requested: list[str], supported: tuple[str, ...]) -> ChannelProtocol | None:
     for name in requested or [""]:
         if name in supported:
-            return ChannelProtocol(name)
+            return PROTOCOLS[name]
     return None
 
 
 def negotiate_exec(requested: list[str]) -> ChannelProtocol | None:
     """The subprotocol for exec/attach, or None when the server supports none of those offered."""
     if V5 in requested:
-        return ChannelProtocol(V5)
+        return PROTOCOLS[V5]
     return _first_supported(requested, KUBELET_EXEC_PROTOCOLS)
 
 
@@ -89,31 +73,16 @@ def negotiate_portforward(requested: list[str]) -> ChannelProtocol | None:
     return _first_supported(requested, KUBELET_PORTFORWARD_PROTOCOLS)
 
 
-def encode(protocol: ChannelProtocol, channel: int, data: bytes) -> bytes | str:
-    if protocol.base64:
-        return chr(ord("0") + channel) + base64.b64encode(data).decode()
-    return bytes((channel,)) + data
-
-
-def decode(protocol: ChannelProtocol, message: bytes) -> tuple[int, bytes | None] | None:
-    """(channel, data) for data, (channel, None) for a v5 close signal, None for a message to ignore.
-
-    Ignored, as the kubelet ignores them: empty messages and base64 that does not decode.
-    """
-    if not message:
+def decode(protocol: ChannelProtocol, message: bytes) -> ChannelData | ChannelClose | None:
+    """A client message as the server takes it: None for one it ignores (empty, or base64 that does
+    not decode, which the kubelet drops alone); a malformed v5 close signal ends the connection, as
+    in kube-apiserver's wsstream, so it raises ChannelProtocolError."""
+    try:
+        return decode_message(protocol, message)
+    except ChannelMessageError as exc:
+        if protocol.has_close_signal and message[0] == CLOSE_STREAM:
+            raise ChannelProtocolError(str(exc)) from None
         return None
-    if protocol.stream_close and message[0] == STREAM_CLOSE:
-        if len(message) != 2:
-            raise ChannelProtocolError(
-                f"a close signal carries exactly one channel byte, got {len(message) - 1} bytes"
-            )
-        return message[1], None
-    if protocol.base64:
-        try:
-            return message[0] - ord("0"), base64.b64decode(message[1:], validate=True)
-        except (binascii.Error, ValueError):
-            return None
-    return message[0], message[1:]
 
 
 class ChannelOutput:
@@ -148,10 +117,10 @@ class WebSocketChannels:
     async def send(self, channel: int, data: bytes) -> None:
         if self._ws.closed:
             raise ClientGone("the websocket is closed")
-        message = encode(self.protocol, channel, data)
+        message = encode_message(self.protocol, channel, data)
         try:
-            if isinstance(message, str):
-                await self._ws.send_str(message)
+            if self.protocol.base64:  # base64 protocols send text messages
+                await self._ws.send_str(message.decode("ascii"))
             else:
                 await self._ws.send_bytes(message)
         except ConnectionError as exc:
@@ -170,14 +139,13 @@ class WebSocketChannels:
                 decoded = decode(self.protocol, data)
                 if decoded is None:
                     continue
-                channel, payload = decoded
-                buffer = self._inbound.get(channel)
+                buffer = self._inbound.get(decoded.channel)
                 if buffer is None:
                     continue  # a channel the session does not read: the kubelet drops these too
-                if payload is None:
+                if isinstance(decoded, ChannelClose):
                     buffer.end()
                     continue
-                buffer.feed(payload)
+                buffer.feed(decoded.data)
                 # Stop reading the socket while a stream is full: TCP then slows the client down.
                 await buffer.wait_for_room()
         finally:

@@ -14,10 +14,9 @@ import base64
 from datetime import UTC, datetime
 from typing import Any
 
-from sandbox.apiserver import protowire as pw
+from connector.kube import protobuf as pb
 
-MEDIA_TYPE = "application/vnd.kubernetes.protobuf"
-MAGIC = b"k8s\x00"
+MEDIA_TYPE = pb.MEDIA_TYPE
 
 # message -> field number -> (JSON name, kind, message type). Kinds: string, bool, int, time,
 # message, strings (repeated string), messages (repeated message), map (string->string),
@@ -102,31 +101,19 @@ class UnsupportedKind(ValueError):
     """A well-formed protobuf body of a kind this server does not decode."""
 
 
-def _text(value: int | bytes) -> str:
-    if not isinstance(value, bytes):
-        raise pw.ProtobufError("expected a length-delimited field")
-    return value.decode()
-
-
-def _int(value: int | bytes) -> int:
-    if not isinstance(value, int):
-        raise pw.ProtobufError("expected a varint field")
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
 def _time(data: bytes) -> str:
     seconds = 0
-    for field, _, value in pw.fields(data):
+    for field, _, value in pb.fields(data):
         if field == 1:
-            seconds = _int(value)
+            seconds = pb.as_int64(value, field)
     return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _map_entry(data: bytes) -> tuple[str, bytes]:
     key, raw = "", b""
-    for field, _, value in pw.fields(data):
+    for field, _, value in pb.fields(data):
         if field == 1:
-            key = _text(value)
+            key = pb.as_string(value, field)
         elif field == 2 and isinstance(value, bytes):
             raw = value
     return key, raw
@@ -135,20 +122,20 @@ def _map_entry(data: bytes) -> tuple[str, bytes]:
 def decode_message(name: str, data: bytes) -> dict[str, Any]:
     layout = MESSAGES[name]
     out: dict[str, Any] = {}
-    for number, _, value in pw.fields(data):
+    for number, _, value in pb.fields(data):
         if number not in layout:
             continue  # a field this server does not know: dropped, as decoding into an older struct does
         key, kind, sub = layout[number]
         if kind == "string":
-            out[key] = _text(value)
+            out[key] = pb.as_string(value, number)
         elif kind == "bool":
-            out[key] = bool(_int(value))
+            out[key] = bool(pb.as_int64(value, number))
         elif kind == "int":
-            out[key] = _int(value)
+            out[key] = pb.as_int64(value, number)
         elif kind == "time":
             out[key] = _time(value if isinstance(value, bytes) else b"")
         elif kind == "strings":
-            out.setdefault(key, []).append(_text(value))
+            out.setdefault(key, []).append(pb.as_string(value, number))
         elif kind in ("message", "messages"):
             assert sub is not None
             decoded = decode_message(sub, value if isinstance(value, bytes) else b"")
@@ -165,19 +152,7 @@ def decode_message(name: str, data: bytes) -> dict[str, Any]:
 
 def decode(body: bytes) -> dict[str, Any]:
     """The object in a protobuf request body, as the equivalent JSON would give it."""
-    if not body.startswith(MAGIC):
-        raise pw.ProtobufError("the body does not start with the Kubernetes protobuf magic number")
-    api_version = kind = ""
-    raw = b""
-    for field, _, value in pw.fields(body[len(MAGIC):]):
-        if field == 1 and isinstance(value, bytes):
-            for sub_field, _, sub_value in pw.fields(value):
-                if sub_field == 1:
-                    api_version = _text(sub_value)
-                elif sub_field == 2:
-                    kind = _text(sub_value)
-        elif field == 2 and isinstance(value, bytes):
-            raw = value
-    if (api_version, kind) not in DECODABLE:
-        raise UnsupportedKind(f"{api_version}/{kind}")
-    return {"apiVersion": api_version, "kind": kind, **decode_message(kind, raw)}
+    envelope = pb.parse_envelope(body)
+    if (envelope.api_version, envelope.kind) not in DECODABLE:
+        raise UnsupportedKind(f"{envelope.api_version}/{envelope.kind}")
+    return {"apiVersion": envelope.api_version, "kind": envelope.kind, **decode_message(envelope.kind, envelope.raw)}

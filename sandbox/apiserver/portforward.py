@@ -23,7 +23,8 @@ from typing import Any
 
 from aiohttp import WSCloseCode, web
 
-from sandbox.apiserver.channels import PORTFORWARD_TUNNEL, ChannelProtocol, WebSocketChannels, websocket_response
+from connector.kube.channels import ChannelProtocol
+from sandbox.apiserver.channels import PORTFORWARD_TUNNEL, WebSocketChannels, websocket_response
 from sandbox.apiserver.pipes import ByteSink, ByteSource, ClientGone
 from sandbox.apiserver.processes import READ_CHUNK
 from sandbox.apiserver.runtime import PodRuntime, PodRuntimeError

@@ -18,18 +18,11 @@ import struct
 import subprocess
 import termios
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
+from connector.kube.channels import TerminalSize
+
 READ_CHUNK = 32 * 1024
-
-
-@dataclass(frozen=True, slots=True)
-class TerminalSize:
-    """A terminal size as remotecommand's resize messages carry it ({"Width": .., "Height": ..})."""
-
-    width: int
-    height: int
 
 
 DEFAULT_TERMINAL_SIZE = TerminalSize(width=80, height=24)

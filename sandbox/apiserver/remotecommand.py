@@ -25,16 +25,25 @@ from typing import Any
 
 from aiohttp import WSCloseCode, web
 
+from connector.kube.channels import (
+    ERROR,
+    RESIZE,
+    STDERR,
+    STDIN,
+    STDOUT,
+    ChannelProtocol,
+    TerminalSize,
+    TerminalSizeDecoder,
+)
 from connector.kube.status import status_body
-from sandbox.apiserver.channels import ChannelProtocol, WebSocketChannels, websocket_response
+from sandbox.apiserver.channels import WebSocketChannels, websocket_response
 from sandbox.apiserver.pipes import ByteSink, ByteSource, ClientGone, ClientStreams
-from sandbox.apiserver.processes import READ_CHUNK, CommandNotRunnable, ContainerProcess, TerminalSize
+from sandbox.apiserver.processes import READ_CHUNK, CommandNotRunnable, ContainerProcess
 from sandbox.apiserver.runtime import Attachment, PodRuntime, PodRuntimeError
 from sandbox.apiserver.spdy_server import SpdySession, SpdyStream, accept_upgrade
 
 log = logging.getLogger(__name__)
 
-STDIN, STDOUT, STDERR, ERROR, RESIZE = 0, 1, 2, 3, 4
 SPDY_PROTOCOLS = ("v4.channel.k8s.io", "v3.channel.k8s.io", "v2.channel.k8s.io", "channel.k8s.io")
 _SPDY_RESIZE_PROTOCOLS = ("v4.channel.k8s.io", "v3.channel.k8s.io")
 
@@ -46,7 +55,6 @@ FINISH_GRACE = 10.0  # after the outcome, how long the client has to close the c
 # to the kubelet. client-go up to 1.33 starts reading before it has registered its streams and drops
 # messages that arrive in that gap ("Unknown stream id 1, discarding message"), so leave a gap too.
 WEBSOCKET_SETUP_DELAY = 0.1
-_RESIZE_MESSAGE_LIMIT = 4096
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,35 +104,13 @@ async def terminal_sizes(source: ByteSource) -> AsyncIterator[TerminalSize]:
 
     Like the kubelet's json.Decoder loop, the first malformed message ends resize handling.
     """
-    decoder = json.JSONDecoder()
-    pending = ""
+    decoder = TerminalSizeDecoder()
     while chunk := await source.read():
-        pending += chunk.decode("utf-8", "replace")
-        while pending.strip():
-            try:
-                value, end = decoder.raw_decode(pending.lstrip())
-            except json.JSONDecodeError:
-                if len(pending) > _RESIZE_MESSAGE_LIMIT:
-                    log.info("resize stream: undecodable data, ignoring further resizes")
-                    return
-                break  # maybe an incomplete message: wait for more
-            except RecursionError:  # absurdly nested JSON
-                log.info("resize stream: undecodable data, ignoring further resizes")
-                return
-            pending = pending.lstrip()[end:]
-            size = _terminal_size(value)
-            if size is None:
-                log.info("resize stream: %r is not a terminal size, ignoring further resizes", value)
-                return
+        for size in decoder.feed(chunk):
             yield size
-
-
-def _terminal_size(value: object) -> TerminalSize | None:
-    if not isinstance(value, dict):
-        return None
-    width, height = value.get("Width", 0), value.get("Height", 0)
-    valid = all(isinstance(v, int) and not isinstance(v, bool) and 0 <= v <= 0xFFFF for v in (width, height))
-    return TerminalSize(width=width, height=height) if valid else None
+        if decoder.failed is not None:
+            log.info("resize stream: %s; ignoring further resizes", decoder.failed)
+            return
 
 
 async def _apply_resizes(source: ByteSource | None, apply: Callable[[TerminalSize], None]) -> None:
@@ -276,7 +262,7 @@ async def serve_websocket(request: web.Request, runtime: PodRuntime, protocol: C
         try:
             await asyncio.wait({reader, running, stopping}, return_when=asyncio.FIRST_COMPLETED)
             if running.done():
-                message = status_message(_outcome_of(running), json_status=protocol.json_status)
+                message = status_message(_outcome_of(running), json_status=protocol.status_errors)
                 with contextlib.suppress(ClientGone):
                     if message is not None:
                         await channels.send(ERROR, message)

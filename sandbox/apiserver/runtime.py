@@ -28,8 +28,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from connector.kube.channels import TerminalSize
 from sandbox.apiserver.names import dns1123_label, dns1123_subdomain
-from sandbox.apiserver.processes import READ_CHUNK, ContainerProcess, TerminalSize
+from sandbox.apiserver.processes import READ_CHUNK, ContainerProcess
 
 log = logging.getLogger(__name__)
 

@@ -124,6 +124,13 @@ def _refuse_websocket(offered: list[str], supported: tuple[str, ...]) -> web.Res
     return web.Response(status=403, text=f"requested protocol(s) are not supported: {offered}; supports {supported}")
 
 
+def _session_container(runtime: PodRuntime, pod: Mapping[str, Any], params: StreamParams) -> str | web.Response:
+    """The container an exec or attach session is for, or the answer refusing the session."""
+    if runtime.closed:
+        return _shutting_down()
+    return _resolve_container(pod, params.container)
+
+
 async def _serve_remote_command(
     request: web.Request, runtime: PodRuntime, params: StreamParams, session: remotecommand.Session
 ) -> web.StreamResponse:
@@ -148,9 +155,7 @@ async def _serve_remote_command(
 async def serve_exec(request: web.Request, runtime: PodRuntime, pod: dict[str, Any],
                      params: StreamParams) -> web.StreamResponse:
     """pods/exec: run `params.command` in the container over the client's streams."""
-    if runtime.closed:
-        return _shutting_down()
-    container = _resolve_container(pod, params.container)
+    container = _session_container(runtime, pod, params)
     if isinstance(container, web.Response):
         return container
     if not params.command:
@@ -165,9 +170,7 @@ async def serve_exec(request: web.Request, runtime: PodRuntime, pod: dict[str, A
 async def serve_attach(request: web.Request, runtime: PodRuntime, pod: dict[str, Any],
                        params: StreamParams) -> web.StreamResponse:
     """pods/attach: connect the client's streams to the container's main process."""
-    if runtime.closed:
-        return _shutting_down()
-    container = _resolve_container(pod, params.container)
+    container = _session_container(runtime, pod, params)
     if isinstance(container, web.Response):
         return container
 

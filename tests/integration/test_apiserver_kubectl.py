@@ -15,7 +15,8 @@ import pytest
 from kubernetes import client as kube_client
 from kubernetes import watch as kube_watch
 
-from sandbox.apiserver import EmulatedApiServer, catalog, protowire
+from connector.kube import protobuf
+from sandbox.apiserver import EmulatedApiServer, catalog
 from tests.support.apiserver import (
     ADMIN_TOKEN,
     Kubectl,
@@ -195,8 +196,8 @@ async def test_discovery_and_openapi(tmp_path: Path) -> None:
         async with http.get("/openapi/v2", headers={"Accept": "application/com.github.proto-openapi.spec.v2@v1.0"
                                                                "+protobuf"}) as r:
             body = await r.read()
-        first = next(protowire.fields(body))
-        assert first == (1, protowire.LENGTH, b"2.0")  # Document.swagger
+        first = next(protobuf.fields(body))
+        assert first == (1, protobuf.LENGTH, b"2.0")  # Document.swagger
 
 
 async def test_paging_is_consistent_and_expires(tmp_path: Path) -> None:
@@ -316,10 +317,10 @@ async def test_service_account_tokens_and_impersonation(tmp_path: Path) -> None:
 
 async def test_protobuf_request_bodies(tmp_path: Path) -> None:
     """kubectl 1.32+ sends typed-client bodies as protobuf: k8s\\0 + runtime.Unknown{typeMeta, raw}."""
-    type_meta = protowire.string(1, "authorization.k8s.io/v1") + protowire.string(2, "SelfSubjectAccessReview")
-    attributes = protowire.string(2, "delete") + protowire.string(5, "nodes")
-    raw = protowire.message(2, protowire.message(1, attributes))  # spec.resourceAttributes
-    body = b"k8s\x00" + protowire.message(1, type_meta) + protowire.message(2, raw)
+    type_meta = protobuf.string(1, "authorization.k8s.io/v1") + protobuf.string(2, "SelfSubjectAccessReview")
+    attributes = protobuf.string(2, "delete") + protobuf.string(5, "nodes")
+    raw = protobuf.message(2, protobuf.message(1, attributes))  # spec.resourceAttributes
+    body = b"k8s\x00" + protobuf.message(1, type_meta) + protobuf.message(2, raw)
     headers = {"Content-Type": "application/vnd.kubernetes.protobuf",
                "Accept": "application/vnd.kubernetes.protobuf,application/json"}
     async with running_apiserver(tmp_path) as server, http_client(server) as http:
@@ -329,8 +330,8 @@ async def test_protobuf_request_bodies(tmp_path: Path) -> None:
             result = await r.json()
         assert result["spec"]["resourceAttributes"] == {"verb": "delete", "resource": "nodes"}
         assert result["status"]["allowed"] is True
-        deployment_type = protowire.string(1, "apps/v1") + protowire.string(2, "Deployment")
-        unsupported = b"k8s\x00" + protowire.message(1, deployment_type)
+        deployment_type = protobuf.string(1, "apps/v1") + protobuf.string(2, "Deployment")
+        unsupported = b"k8s\x00" + protobuf.message(1, deployment_type)
         async with http.post("/apis/apps/v1/namespaces/default/deployments", data=unsupported,
                              headers=headers) as r:
             assert r.status == 415

@@ -106,8 +106,10 @@ def test_encoders() -> None:
     assert encode_close_stream(V5, 0) == b"\xff\x00"
     with pytest.raises(ValueError, match="new in v5"):
         encode_close_stream(V4, 0)
-    with pytest.raises(ValueError, match="one digit"):
-        encode_message(B64, 10, b"")
+    assert encode_message(B64, 10, b"") == b":"  # port-forward's 6th port, as the kubelet writes it
+    assert decode_message(B64, b":") == ChannelData(10, b"")
+    with pytest.raises(ValueError, match=r"0\.\.79, got 80"):
+        encode_message(B64, 80, b"")
     with pytest.raises(ValueError, match=r"0\.\.255"):
         encode_message(V5, 256, b"")
 
@@ -219,6 +221,7 @@ def test_resize_stream_splits_and_joins_objects() -> None:
         (b"80x24", "stream of JSON objects"),
         (b'{"Width":-1}', "integer 0..65535"),
         (b'{"pad":"' + b"x" * 5000, "longer than 4096 bytes"),
+        (b'{"a":' + b"[" * 2000 + b"]" * 2000 + b"}", "nested too deeply"),
     ],
 )
 def test_resize_stream_stops_at_the_first_bad_object(data: bytes, reason: str) -> None:

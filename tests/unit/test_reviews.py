@@ -10,6 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from connector.identity import Identity
+from connector.kube.protobuf import length_delimited, message
 from connector.kube.requestinfo import parse_request_info
 from connector.policy.engine import PolicyEngine
 from connector.policy.model import Policy
@@ -31,36 +32,25 @@ ALICE = Identity("alice", ("dev",), "oidc")
 NOW = dt.datetime(2026, 1, 5, 12, tzinfo=dt.UTC)
 
 
-# A minimal protobuf writer, to build the bodies kubectl >= 1.30 sends.
-def _varint(n: int) -> bytes:
-    out = bytearray()
-    while True:
-        byte, n = n & 0x7F, n >> 7
-        out.append(byte | (0x80 if n else 0))
-        if not n:
-            return bytes(out)
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    return _varint(number << 3 | 2) + _varint(len(payload)) + payload
-
-
+# kubectl (gogo-protobuf) writes every string field, even an empty one: so do these bodies.
 def _strings(*values: str) -> bytes:
-    return b"".join(_field(i, v.encode()) for i, v in enumerate(values, start=1))
+    return b"".join(length_delimited(i, v.encode()) for i, v in enumerate(values, start=1))
 
 
 def protobuf_body(api_version: str, kind: str, obj: bytes) -> bytes:
-    return b"k8s\x00" + _field(1, _strings(api_version, kind)) + _field(2, obj) + _field(3, b"") + _field(4, b"")
+    # runtime.Unknown: typeMeta, raw, then the empty contentEncoding and contentType kubectl writes.
+    unknown = message(1, _strings(api_version, kind)) + message(2, obj) + length_delimited(3, b"")
+    return b"k8s\x00" + unknown + length_delimited(4, b"")
 
 
 def ssar_protobuf(resource: tuple[str, ...] | None = None, non_resource: tuple[str, str] | None = None) -> bytes:
     spec = b""
     if resource is not None:
-        spec += _field(1, _strings(*resource))
+        spec += message(1, _strings(*resource))
     if non_resource is not None:
-        spec += _field(2, _strings(*non_resource))
-    metadata = _field(1, b"") + bytes([0x38, 0])  # empty name, generation 0: what kubectl writes
-    return protobuf_body("authorization.k8s.io/v1", ACCESS_REVIEW, _field(1, metadata) + _field(2, spec))
+        spec += message(2, _strings(*non_resource))
+    metadata = length_delimited(1, b"") + bytes([0x38, 0])  # empty name, generation 0: what kubectl writes
+    return protobuf_body("authorization.k8s.io/v1", ACCESS_REVIEW, message(1, metadata) + message(2, spec))
 
 
 @pytest.mark.parametrize(
@@ -100,7 +90,7 @@ def test_json_and_protobuf_decode_to_the_same_spec() -> None:
 
 
 def test_rules_and_self_review_decoding() -> None:
-    body = protobuf_body("authorization.k8s.io/v1", RULES_REVIEW, _field(1, b"") + _field(2, _strings("team-a")))
+    body = protobuf_body("authorization.k8s.io/v1", RULES_REVIEW, message(1, b"") + message(2, _strings("team-a")))
     assert parse_review(RULES_REVIEW, info(SSRR_PATH), PROTOBUF, body).spec == {"namespace": "team-a"}
     json_body = b'{"kind":"SelfSubjectRulesReview","apiVersion":"authorization.k8s.io/v1","spec":{"namespace":"x"}}'
     assert parse_review(RULES_REVIEW, info(SSRR_PATH), "application/json", json_body).spec == {"namespace": "x"}
