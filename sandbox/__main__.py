@@ -31,7 +31,7 @@ async def _serve(sandbox: Sandbox) -> int:
         loop.add_signal_handler(sig, stop.set)
     try:
         info = await sandbox.start()
-    except SandboxError as exc:
+    except (SandboxError, OSError) as exc:  # OSError: a server could not listen, a file not be written
         print(f"sandbox: {exc}", file=sys.stderr)
         return 1
     print(tour(info), flush=True)

@@ -6,11 +6,16 @@ Order of events, each step done the way production does it:
    machine the connector runs on and may assume the role.
 2. One emulated EKS API server per demo cluster, registered in moto's EKS so DescribeCluster returns
    its endpoint and CA. Each is seeded, then the connector role is mapped in with infra's aws-auth
-   merge and RBAC builders, as `pulumi up` would.
+   read-merge-write and RBAC builders, as `pulumi up` would.
 3. A local OIDC identity provider with the demo users.
 4. The real connector (`python -m connector serve`) in its own process, discovering the clusters by tag.
-5. The demo users log in through the real SSO flow; DIR/kubeconfig gets a context USER@SOCKET for
-   each (user, exposed socket), authenticated by the `client token` exec plugin.
+5. The demo users log in through the real SSO flow (while the connector starts); DIR/kubeconfig gets a
+   context USER@SOCKET for each (user, exposed socket), authenticated by the `client token` exec plugin.
+6. DIR/sandbox.json says where everything is; it is written last, so its presence means "ready".
+
+moto, the API servers and the identity provider run in this process (the API servers verify EKS
+tokens against moto's in-memory credentials); the connector runs in a child process, as it would
+in production.
 """
 
 from __future__ import annotations
@@ -32,17 +37,23 @@ from typing import Any
 import aiohttp
 import yaml
 
+from connector.aws.credentials import AwsCredentials
 from connector.client.kubeconfig_edit import apply_entries, connector_entries, render
-from infra.aws_auth import RoleMapping, merge_map_roles
+from infra.aws_auth import RoleMapping
+from infra.aws_auth_resource import Conflict, apply_role_mapping
 from infra.iam_documents import connector_policy, principals_trust_policy
 from infra.rbac import FULL_ACCESS, group_subject, rbac_manifests
 from sandbox.apiserver import EmulatedApiServer
+from sandbox.apiserver.catalog import lookup
+from sandbox.apiserver.errors import ApiError
+from sandbox.apiserver.store import Store
 from sandbox.aws import EmbeddedAws
 from sandbox.logins import log_in_demo_user
 from sandbox.oidc import OidcIssuer
 from sandbox.world import (
     CLUSTERS,
     CONNECTOR_ROLE,
+    CONNECTOR_USERNAME,
     DISCOVERY_REGIONS,
     KUBERNETES_GROUP,
     OIDC_CLIENT_ID,
@@ -54,6 +65,11 @@ from sandbox.world import (
 
 log = logging.getLogger("sandbox")
 READY_TIMEOUT_SECONDS = 60.0
+CONNECTOR_STOP_SECONDS = 30.0
+REPO_ROOT = Path(__file__).resolve().parents[1]
+# Written into the state directory at start: only a directory holding it (or an empty one) is wiped.
+STATE_MARKER = ".sandbox-state"
+HOST_USER = "connector-host"
 
 
 class SandboxError(Exception):
@@ -67,6 +83,8 @@ def free_port() -> int:
 
 
 def check_port_free(port: int) -> None:
+    if not 0 < port <= 65535:
+        raise SandboxError(f"--port must be between 1 and 65535 (or 0 for any free port), got {port}")
     with socket.socket() as s:
         try:
             s.bind(("127.0.0.1", port))
@@ -76,9 +94,51 @@ def check_port_free(port: int) -> None:
             ) from None
 
 
+def prepare_state_dir(path: Path) -> None:
+    """Empty `path` for a new run, refusing to wipe a directory the sandbox did not create."""
+    if path.exists():
+        if not path.is_dir():
+            raise SandboxError(f"--dir {path} exists and is not a directory")
+        if any(path.iterdir()) and not (path / STATE_MARKER).exists():
+            raise SandboxError(
+                f"--dir {path} is not empty and holds no earlier sandbox state ({STATE_MARKER}); "
+                "the sandbox wipes its directory at start, so give it a new or empty one"
+            )
+        shutil.rmtree(path)
+    path.mkdir(parents=True)
+    (path / STATE_MARKER).write_text("python -m sandbox state directory: wiped at every start\n")
+
+
 def _trust(ca_file: Path) -> ssl.SSLContext | None:
     """A context trusting the connector's CA, once the connector has written it."""
     return ssl.create_default_context(cafile=str(ca_file)) if ca_file.exists() else None
+
+
+class StoreConfigMaps:
+    """infra's `ConfigMapApi` (kube-system/aws-auth) over an emulated cluster's store, so the sandbox
+    runs the Pulumi program's own read-merge-write, conflict retries included."""
+
+    def __init__(self, store: Store) -> None:
+        configmaps = lookup("", "v1", "configmaps")
+        assert configmaps is not None
+        self._store, self._type = store, configmaps
+
+    def read(self) -> dict[str, Any] | None:
+        return self._store.get(self._type, "kube-system", "aws-auth")
+
+    def create(self, body: dict[str, Any]) -> None:
+        self._write(self._store.create, body)
+
+    def replace(self, body: dict[str, Any]) -> None:
+        self._write(self._store.update, body)
+
+    def _write(self, write: Any, body: dict[str, Any]) -> None:
+        try:
+            write(self._type, body, namespace="kube-system")
+        except ApiError as exc:
+            if exc.code == 409:
+                raise Conflict(exc.message) from None
+            raise
 
 
 @dataclass
@@ -94,13 +154,12 @@ class Sandbox:
     # --- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> dict[str, Any]:
+        """Start everything; returns what DIR/sandbox.json holds. Raises SandboxError with what to do."""
         if self.port:
             check_port_free(self.port)
         else:
             self.port = free_port()
-        if self.state_dir.exists():
-            shutil.rmtree(self.state_dir)
-        self.state_dir.mkdir(parents=True)
+        prepare_state_dir(self.state_dir)
         try:
             await self._start()
         except BaseException:
@@ -111,7 +170,7 @@ class Sandbox:
     async def _start(self) -> None:
         started = time.monotonic()
         self.aws.start()
-        host_credentials = self.aws.create_user_credentials("connector-host")
+        host_credentials = self.aws.create_user_credentials(HOST_USER)
         role_arn = self._create_connector_role()
         for cluster in CLUSTERS:
             await self._start_cluster(cluster, role_arn)
@@ -121,23 +180,45 @@ class Sandbox:
         self._start_connector(config_path, host_credentials)
         ca_file = self.state_dir / "connector-state" / "ca.crt"
         connector_url = f"https://127.0.0.1:{self.port}"
-        await self._wait_until_serving(connector_url, ca_file)
-        kubeconfig = await asyncio.to_thread(self._log_in_and_write_kubeconfig, connector_url, ca_file)
-        exposed = [c for c in CLUSTERS if c.exposed]
+        # The logins need only the identity provider: run them while the connector starts. Both steps
+        # end on their own (each is bounded), and the login thread cannot be cancelled anyway, so wait
+        # for both before looking at either's outcome.
+        logins = asyncio.ensure_future(asyncio.to_thread(self._log_in_users, connector_url))
+        ready = asyncio.ensure_future(self._wait_until_serving(connector_url, ca_file))
+        await asyncio.wait([ready, logins])
+        login_error = logins.exception()
+        ready.result()
+        if login_error is not None:
+            raise SandboxError(f"the demo users could not log in: {login_error}") from login_error
+        kubeconfig = self._write_kubeconfig(connector_url, ca_file)
         self.info = {
-            "connector": {"url": connector_url, "ca_file": str(ca_file), "config": str(config_path),
-                          "pid": self.connector.pid if self.connector else None},
+            "dir": str(self.state_dir),
+            "connector": {
+                "url": connector_url,
+                "port": self.port,
+                "ca_file": str(ca_file),
+                "config": str(config_path),
+                "log": str(self.state_dir / "connector.log"),
+                "pid": self.connector.pid if self.connector else None,
+            },
             "aws": {"endpoint_url": self.aws.endpoint_url, "connector_role_arn": role_arn},
             "oidc": {"issuer": self.issuer.url, "client_id": OIDC_CLIENT_ID},
             "clusters": {
-                c.name: {"region": c.region, "socket": c.socket, "exposed": c.exposed, "tags": c.tags,
-                         "endpoint": self.servers[c.name].url, "version": c.version}
+                c.name: {
+                    "region": c.region,
+                    "socket": c.socket,
+                    "exposed": c.exposed,
+                    "tags": c.tags,
+                    "endpoint": self.servers[c.name].url,
+                    "ca_file": str(self.servers[c.name].ca_path),
+                    "version": c.version,
+                }
                 for c in CLUSTERS
             },
-            "sockets": [c.socket for c in exposed],
+            "sockets": [c.socket for c in CLUSTERS if c.exposed],
             "users": {u.name: {"email": u.email, "groups": list(u.groups)} for u in USERS.values()},
             "kubeconfig": str(kubeconfig),
-            "token_cache": str(self.state_dir / "tokens"),
+            "token_cache": str(self.token_cache),
             "audit_log": str(self.state_dir / "audit.log"),
             "recordings": str(self.state_dir / "recordings"),
             "started_in_seconds": round(time.monotonic() - started, 2),
@@ -145,12 +226,14 @@ class Sandbox:
         (self.state_dir / "sandbox.json").write_text(json.dumps(self.info, indent=2) + "\n")
 
     async def stop(self) -> None:
+        """Stop everything that was started (safe to call after a failed or partial start)."""
         if self.connector is not None and self.connector.poll() is None:
             self.connector.terminate()
             try:
-                await asyncio.to_thread(self.connector.wait, 30)
+                await asyncio.to_thread(self.connector.wait, CONNECTOR_STOP_SECONDS)
             except subprocess.TimeoutExpired:
                 self.connector.kill()
+                await asyncio.to_thread(self.connector.wait)
         self.connector = None
         if self.issuer is not None:
             await self.issuer.stop()
@@ -160,11 +243,15 @@ class Sandbox:
         self.servers.clear()
         self.aws.stop()
 
+    @property
+    def token_cache(self) -> Path:
+        return self.state_dir / "tokens"
+
     # --- the steps -------------------------------------------------------------------------------
 
     def _create_connector_role(self) -> str:
         iam = self.aws.client("iam")
-        host_arn = iam.get_user(UserName="connector-host")["User"]["Arn"]
+        host_arn = iam.get_user(UserName=HOST_USER)["User"]["Arn"]
         role = iam.create_role(
             RoleName=CONNECTOR_ROLE,
             AssumeRolePolicyDocument=json.dumps(principals_trust_policy([host_arn])),
@@ -181,7 +268,7 @@ class Sandbox:
             version=cluster.version,
             credentials_lookup=self.aws.credentials_lookup,
             extra_sts_endpoints=(self.aws.endpoint_url,),
-            scratch_dir=self.state_dir / "pods" / cluster.name,
+            scratch_dir=self.state_dir / "clusters" / cluster.name,
         )
         await server.start()
         self.servers[cluster.name] = server
@@ -195,12 +282,10 @@ class Sandbox:
         )
         for obj in seed_objects(cluster):
             server.store.apply(obj)
-        # What `pulumi up` does per cluster in aws-auth mode: merge the role into mapRoles, keeping the
-        # node role entry byte for byte, then create the ClusterRole/Binding for the mapped group.
-        aws_auth = server.store.get("", "v1", "configmaps", "kube-system", "aws-auth")
-        mapping = RoleMapping(role_arn, "eks-access-connector:{{SessionName}}", (KUBERNETES_GROUP,))
-        aws_auth["data"]["mapRoles"] = merge_map_roles(aws_auth["data"].get("mapRoles"), mapping)
-        server.store.apply(aws_auth)
+        # What `pulumi up` does per cluster in aws-auth mode: the same read-merge-write of aws-auth
+        # (the node role's entry kept byte for byte, a 409 retried), then the connector's group RBAC.
+        mapping = RoleMapping(role_arn, CONNECTOR_USERNAME, (KUBERNETES_GROUP,))
+        apply_role_mapping(StoreConfigMaps(server.store), mapping)
         for manifest in rbac_manifests(FULL_ACCESS, group_subject(KUBERNETES_GROUP)):
             server.store.apply(manifest)
 
@@ -232,23 +317,25 @@ class Sandbox:
         path.write_text(yaml.safe_dump(config, sort_keys=False))
         return path
 
-    def _start_connector(self, config_path: Path, host_credentials: Any) -> None:
+    def _start_connector(self, config_path: Path, host_credentials: AwsCredentials) -> None:
+        assert host_credentials.access_key_id is not None and host_credentials.secret_access_key is not None
         env = {
             **os.environ,
             **self.aws.env(),
             "AWS_ACCESS_KEY_ID": host_credentials.access_key_id,
             "AWS_SECRET_ACCESS_KEY": host_credentials.secret_access_key.get_secret_value(),
         }
-        env.pop("AWS_PROFILE", None)
-        log_file = (self.state_dir / "connector.log").open("wb")
-        self.connector = subprocess.Popen(
-            [sys.executable, "-m", "connector", "serve", "--config", str(config_path)],
-            env=env,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            cwd=Path(__file__).resolve().parents[1],
-        )
-        log_file.close()
+        for inherited in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CONFIG_FILE", "AWS_SHARED_CREDENTIALS_FILE"):
+            env.pop(inherited, None)
+        with (self.state_dir / "connector.log").open("wb") as log_file:
+            self.connector = subprocess.Popen(
+                [sys.executable, "-m", "connector", "serve", "--config", str(config_path)],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log_file,
+                stderr=subprocess.STDOUT,
+                cwd=REPO_ROOT,
+            )
 
     async def _wait_until_serving(self, url: str, ca_file: Path) -> None:
         """Until /readyz answers 200 and discovery has found every exposed cluster."""
@@ -269,32 +356,42 @@ class Sandbox:
                     try:
                         async with http.get(f"{url}/readyz", ssl=ctx) as r:
                             last = f"/readyz answered {r.status}: {(await r.text())[:300]}"
-                        async with http.get(
-                            f"{url}/v1/sockets", ssl=ctx, headers={"Authorization": f"Bearer {admin}"}
-                        ) as r:
-                            listed = (await r.json()).get("sockets", []) if r.status == 200 else []
-                        found = {s["name"] for s in listed}
-                        if wanted <= found:
-                            return
-                        last = f"sockets found so far: {sorted(found)}"
+                            ready = r.status == 200
+                        if ready:
+                            async with http.get(
+                                f"{url}/v1/sockets", ssl=ctx, headers={"Authorization": f"Bearer {admin}"}
+                            ) as r:
+                                listed = (await r.json()).get("sockets", []) if r.status == 200 else []
+                            found = {s["name"] for s in listed}
+                            if wanted <= found:
+                                return
+                            last = f"sockets found so far: {sorted(found)}"
                     except (aiohttp.ClientError, OSError, ValueError) as exc:
-                        last = str(exc)
-                await asyncio.sleep(0.2)
-        raise SandboxError(f"the connector was not ready after {READY_TIMEOUT_SECONDS:.0f} s ({last}); "
-                           f"see {self.state_dir / 'connector.log'}")
+                        last = str(exc) or type(exc).__name__
+                await asyncio.sleep(0.1)
+        raise SandboxError(
+            f"the connector was not ready after {READY_TIMEOUT_SECONDS:.0f} s ({last}); "
+            f"see {self.state_dir / 'connector.log'}"
+        )
 
-    def _log_in_and_write_kubeconfig(self, connector_url: str, ca_file: Path) -> Path:
+    def _log_in_users(self, connector_url: str) -> None:
         assert self.issuer is not None
-        cache = self.state_dir / "tokens"
+        for user in USERS:
+            log_in_demo_user(connector_url, self.issuer.url, OIDC_CLIENT_ID, user, self.token_cache)
+
+    def _write_kubeconfig(self, connector_url: str, ca_file: Path) -> Path:
         sockets = [c.socket for c in CLUSTERS if c.exposed]
         config: dict[str, Any] = {}
         for user in USERS:
-            log_in_demo_user(connector_url, self.issuer.url, OIDC_CLIENT_ID, user, cache)
             entries = connector_entries(
-                connector_url, sockets, ca_file=ca_file, profile=user, cache_dir=cache,
+                connector_url, sockets, ca_file=ca_file, profile=user, cache_dir=self.token_cache,
                 context_template="{profile}@{socket}",
             )
             apply_entries(config, entries, set_current=None)
+        # The exec plugin is `python -m connector`, and this checkout is not installed into the
+        # virtualenv: put it on the plugin's path so kubectl works from any directory.
+        for user_entry in config["users"]:
+            user_entry["user"]["exec"]["env"] = [{"name": "PYTHONPATH", "value": str(REPO_ROOT)}]
         config["current-context"] = f"alice@{sockets[0]}"
         path = self.state_dir / "kubeconfig"
         path.write_text(render(config))
@@ -302,9 +399,18 @@ class Sandbox:
         return path
 
 
+def _shell_path(path: str) -> str:
+    """`path` relative to the current directory when it is below it (shorter to copy from the tour)."""
+    try:
+        return str(Path(path).relative_to(Path.cwd()))
+    except ValueError:
+        return path
+
+
 def tour(info: dict[str, Any]) -> str:
-    first = info["sockets"][0]
-    prod = first
+    prod = info["sockets"][0]
+    python = f"{_shell_path(sys.executable)} -m connector"
+    config = info["connector"]["config"]
     return "\n".join(
         [
             f"The sandbox is up in {info['started_in_seconds']} s. Connector: {info['connector']['url']}",
@@ -318,8 +424,12 @@ def tour(info: dict[str, Any]) -> str:
             f"  kubectl --context bob@{prod} -n dev exec api-0 -- sh -c 'echo hello from $HOSTNAME'",
             f"  kubectl --context bob@{prod} delete pod -n default --all      # Forbidden, with the policy's reason",
             "",
+            "Then replay the exec session the connector recorded:",
+            f"  {python} sessions list --config {config}",
+            f"  {python} sessions play SESSION_ID --config {config}",
+            "",
             f"Audit log: {info['audit_log']}   Recordings: {info['recordings']}",
-            f"  python -m connector sessions list --audit-log {info['audit_log']}",
+            f"Everything else (ports, paths, users): {Path(info['dir']) / 'sandbox.json'}",
             "Ctrl-C stops everything.",
         ]
     )

@@ -10,6 +10,9 @@ from sandbox.oidc import DemoUser
 
 ACCOUNT_ID = "123456789012"  # moto's default account
 CONNECTOR_ROLE = "eks-access-connector"
+# The Kubernetes user name infra maps the connector's role to (infra.cluster_access.USERNAME, which is
+# not imported here: that module loads the Pulumi AWS and Kubernetes providers, seconds of start-up).
+CONNECTOR_USERNAME = "eks-access-connector"
 NODE_ROLE_ARN = f"arn:aws:iam::{ACCOUNT_ID}:role/eks-node-group"
 KUBERNETES_GROUP = "eks-access-connector"
 OIDC_CLIENT_ID = "eks-access-connector"
