@@ -3,13 +3,14 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-REQUIREMENTS := requirements-connector.txt requirements.txt requirements-dev.txt constraints.txt
+REQUIREMENTS := requirements-connector.txt requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 
 .PHONY: test lint sandbox bench clean
 
 $(VENV)/.installed: $(REQUIREMENTS)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt -c constraints.txt
+	$(PY) -m pip install --quiet --disable-pip-version-check --no-deps -e .
 	touch $@
 
 lint: $(VENV)/.installed

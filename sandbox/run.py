@@ -388,10 +388,6 @@ class Sandbox:
                 context_template="{profile}@{socket}",
             )
             apply_entries(config, entries, set_current=None)
-        # The exec plugin is `python -m connector`, and this checkout is not installed into the
-        # virtualenv: put it on the plugin's path so kubectl works from any directory.
-        for user_entry in config["users"]:
-            user_entry["user"]["exec"]["env"] = [{"name": "PYTHONPATH", "value": str(REPO_ROOT)}]
         config["current-context"] = f"alice@{sockets[0]}"
         path = self.state_dir / "kubeconfig"
         path.write_text(render(config))

@@ -157,6 +157,9 @@ class WebSocketChannels:
         await close_websocket(self._ws, reader, code=code, message=message)
 
 
+CLOSE_HANDSHAKE_SECONDS = 1.0
+
+
 async def close_websocket(ws: web.WebSocketResponse, reader: asyncio.Task[None], *, code: int = WSCloseCode.OK,
                           message: bytes = b"") -> None:
     """Stop `reader`, then close: send the close frame and wait (bounded) for the client's.
@@ -173,6 +176,9 @@ async def close_websocket(ws: web.WebSocketResponse, reader: asyncio.Task[None],
 def websocket_response(protocol_name: str) -> web.WebSocketResponse:
     """An aiohttp websocket answering with exactly `protocol_name` (nothing when it is "")."""
     # compress=False keeps every message's bytes in order with no executor round-trip in between.
+    # timeout bounds the wait for the client's close frame: kube-apiserver writes its close frame and
+    # closes the connection; waiting aiohttp's default 10 s stalls clients that never answer it
+    # (the Python kubernetes client, kubernetes-client/python#2414).
     return web.WebSocketResponse(protocols=(protocol_name,) if protocol_name else (), compress=False,
-                                 autoping=True, max_msg_size=4 << 20)
+                                 autoping=True, max_msg_size=4 << 20, timeout=CLOSE_HANDSHAKE_SECONDS)
 
