@@ -110,7 +110,8 @@ class Authenticator:
         try:
             header = _b64url_json(parts[0])
             payload = _b64url_json(parts[1])
-        except (ValueError, binascii.Error, UnicodeDecodeError):
+        # RecursionError: a few kilobytes of `[[[[...` exhaust the JSON decoder's nesting limit.
+        except (ValueError, binascii.Error, UnicodeDecodeError, RecursionError):
             if self._service_tokens is not None:
                 return self._service_tokens.authenticate(token)
             raise AuthenticationError(INVALID, "token is not a well-formed JWT") from None

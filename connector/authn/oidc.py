@@ -3,8 +3,9 @@ authenticator does: signature with an allowed asymmetric algorithm, `iss`, `aud`
 with a small leeway, then the username and groups claims.
 
 Keys come from the issuer's discovery document and are cached; an unknown `kid` triggers a refresh
-(key rotation) but at most once per `jwks_min_refresh_seconds`, so a flood of forged tokens cannot
-turn the connector into a JWKS fetcher.
+(key rotation). Fetches are attempted at most once per `jwks_min_refresh_seconds`, whether they
+succeed or not, so a flood of forged tokens cannot turn the connector into a JWKS fetcher, even
+while the issuer is down (when every token would otherwise wait for its own fetch to time out).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import ssl
 import time
 from collections.abc import Callable
@@ -28,6 +30,9 @@ log = logging.getLogger(__name__)
 
 INVALID = "invalid bearer token"
 MAX_DOCUMENT_BYTES = 1 << 20
+# User and group names become Impersonate-* header values and audit fields; an HTTP client refuses a line
+# break in a header only when the request is already authorized and on its way to the cluster.
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 class OidcVerifier:
@@ -39,6 +44,7 @@ class OidcVerifier:
         self._keys: dict[str, jwt.PyJWK] = {}
         self._unnamed_keys: list[jwt.PyJWK] = []
         self._fetched_at: float | None = None
+        self._attempted_at: float | None = None
         self._lock = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
 
@@ -102,10 +108,12 @@ class OidcVerifier:
     async def _candidate_keys(self, kid: str | None) -> list[jwt.PyJWK]:
         async with self._lock:
             now = self._clock()
-            stale = self._fetched_at is None
+            never_fetched = self._fetched_at is None
             unknown_kid = kid is not None and kid not in self._keys
-            may_refresh = self._fetched_at is None or now - self._fetched_at >= self.config.jwks_min_refresh_seconds
-            if stale or (unknown_kid and may_refresh):
+            attempted = self._attempted_at
+            may_fetch = attempted is None or now - attempted >= self.config.jwks_min_refresh_seconds
+            if (never_fetched or unknown_kid) and may_fetch:
+                self._attempted_at = now
                 try:
                     await self.refresh_keys()
                 except (TimeoutError, OSError, ValueError, aiohttp.ClientError) as exc:
@@ -114,6 +122,14 @@ class OidcVerifier:
                         f"issuer {self.config.issuer}: fetching keys failed: {exc}",
                         reason="jwks_unavailable",
                     ) from None
+            elif never_fetched:
+                assert attempted is not None
+                raise AuthenticationError(
+                    "the identity provider's keys could not be fetched",
+                    f"issuer {self.config.issuer}: fetching keys failed {now - attempted:.0f} s ago; "
+                    f"the next attempt is allowed {self.config.jwks_min_refresh_seconds} s after it",
+                    reason="jwks_unavailable",
+                )
         if kid is not None:
             key = self._keys.get(kid)
             return [key] if key is not None else []
@@ -167,4 +183,7 @@ class OidcVerifier:
             detail = f"issuer {cfg.issuer}: claim {cfg.groups_claim!r} is not a list of strings"
             raise AuthenticationError(INVALID, detail)
         groups = tuple(cfg.groups_prefix + g for g in raw_groups)
+        if _CONTROL.search(user) or any(_CONTROL.search(g) for g in groups):
+            detail = f"issuer {cfg.issuer}: a user or group name contains a control character"
+            raise AuthenticationError(INVALID, detail)
         return Identity(user=cfg.username_prefix + user, groups=groups, method="oidc")

@@ -178,6 +178,11 @@ def reject_reason(method: str, path: str, query: str) -> str | None:
         if text in (".", ".."):
             return f"the request path contains a dot segment ({raw!r})"
 
+    if "#" in query:
+        # Go keeps a raw `#` in the query; URL libraries (yarl, and so our own upstream client) cut the
+        # query there, so the cluster would be asked less than the policy decided on, e.g. a list without
+        # the `metadata.name` field selector that a `resource_names` rule allowed.
+        return "the query contains '#'"
     if ";" in query:
         return "the query contains ';' (a parameter separator to some servers, not to Kubernetes)"
     counts: dict[str, int] = {}

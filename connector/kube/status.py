@@ -16,6 +16,7 @@ REASONS: dict[int, str] = {
     404: "NotFound",
     405: "MethodNotAllowed",
     406: "NotAcceptable",
+    408: "Timeout",
     409: "Conflict",
     410: "Expired",
     413: "RequestEntityTooLarge",

@@ -8,6 +8,7 @@ privileged verbs (impersonate, escalate, bind) that a `*` verb grants only with
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -26,6 +27,21 @@ def effective_verb(info: RequestInfo) -> str:
     if info.is_resource_request and info.subresource in CREATE_SUBRESOURCES:
         return "create"
     return info.verb
+
+
+def stream_request_info(info: RequestInfo) -> RequestInfo:
+    """The request as the policy decides it when it asks for a protocol upgrade (websocket, SPDY/3.1).
+
+    A stream through a `proxy` subresource (or the legacy `proxy` path verb) is decided as `create`,
+    like exec. The kubelet serves /exec, /attach, /run and /portForward to a websocket GET, and the
+    API server authorizes that GET through `nodes/NAME/proxy` as `get`: a rule meant to let a
+    monitoring agent read kubelet metrics would otherwise run commands in every pod on the node
+    (the Kubernetes documentation's `nodes/proxy` warning). The same holds for a pod's or service's
+    proxy, which reach whatever listens behind them. Plain proxied requests keep the apiserver's verb.
+    """
+    if info.is_resource_request and "proxy" in (info.verb, info.subresource):
+        return dataclasses.replace(info, verb="create")
+    return info
 
 
 def _glob(pattern: str) -> Callable[[str], bool]:

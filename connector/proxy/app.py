@@ -66,13 +66,17 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 def readiness(ctx: ProxyContext) -> list[tuple[str, str | None]]:
-    """Each readiness check with None when it passes, else why it fails (kube-apiserver's /readyz style)."""
+    """Each readiness check with None when it passes, else what fails (kube-apiserver's /readyz style).
+
+    /readyz answers anyone who can reach the connector, so it names what failed but not why: the reasons
+    (file paths, cluster endpoints, AWS errors) are in the connector's log, as kube-apiserver withholds them.
+    """
     problems = ctx.registry.problems
     return [
         ("shutdown", "the connector is shutting down" if ctx.shutting_down else None),
         ("config", None),
-        ("sockets", "; ".join(f"{n}: {p}" for n, p in sorted(problems.items())) or None),
-        ("audit", None if ctx.audit.healthy else f"the audit log cannot be written: {ctx.audit.last_error}"),
+        ("sockets", "; ".join(f"{n}: not resolved (reason in the log)" for n in sorted(problems)) or None),
+        ("audit", None if ctx.audit.healthy else "the audit log cannot be written (reason in the log)"),
     ]
 
 
@@ -152,18 +156,28 @@ def create_app(ctx: ProxyContext) -> web.Application:
     return app
 
 
+# The longest single header line aiohttp accepts. aiohttp limits each line and the number of headers but
+# not their sum, and holds a whole request head in memory before any handler runs: with each line allowed
+# to be as long as our total (2 x 1 MiB), one unauthenticated request could make it hold 512 x 2 MiB.
+# Capped here, a head costs at most max_header_count x 2 x MAX_HEADER_LINE. No Kubernetes client needs a
+# longer line: the longest credential the connector accepts is a 16 KiB token, 22 KiB as a websocket
+# subprotocol.
+MAX_HEADER_LINE = 32 * 1024
+
+
 def runner_options(server: ServerConfig) -> dict[str, Any]:
     """aiohttp server settings: our own limits and a handler cancelled when its client disconnects.
 
     aiohttp's parser limits are set at twice ours, so that a request over our limits reaches the
-    handler and gets a 413 Status; only one past twice the limits is refused by aiohttp itself (400).
+    handler and gets a 413 Status; only one past twice the limits, or with a header line longer than
+    MAX_HEADER_LINE, is refused by aiohttp itself (400).
     """
     limits = server.limits
     return {
         "handler_cancellation": True,
         "access_log": None,
         "max_line_size": limits.max_header_bytes * 2,
-        "max_field_size": limits.max_header_bytes * 2,
+        "max_field_size": min(limits.max_header_bytes * 2, MAX_HEADER_LINE),
         "max_headers": limits.max_header_count * 2,
         "shutdown_timeout": server.shutdown_grace_seconds,
     }

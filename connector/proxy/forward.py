@@ -44,9 +44,17 @@ class ConnectTimeout(TimeoutError):
 
 
 def upstream_url(entry: SocketEntry, raw_path: str, raw_query: str) -> URL:
-    """The cluster URL for a request, path and query byte-identical to what the client sent."""
-    target = entry.upstream.base_url + raw_path + (f"?{raw_query}" if raw_query else "")
-    return URL(target, encoded=True)
+    """The cluster URL for a request, path and query byte-identical to what the client sent.
+
+    Raises ValueError when the URL would not carry them byte for byte (a `#` starts a fragment and
+    cuts the query): the policy decided on these bytes, so the cluster must be asked exactly them.
+    """
+    base = entry.upstream.base_url
+    url = URL(base + raw_path + (f"?{raw_query}" if raw_query else ""), encoded=True)
+    expected_path = URL(base).raw_path.rstrip("/") + raw_path
+    if url.raw_path != expected_path or url.raw_query_string != raw_query or url.raw_fragment:
+        raise ValueError(f"the request target {raw_path!r}?{raw_query!r} cannot be forwarded byte for byte")
+    return url
 
 
 def classify_failure(

@@ -31,7 +31,7 @@ from connector.identity import Identity
 from connector.kube.requestinfo import RequestInfo, parse_request_info, reject_reason
 from connector.kube.status import status_json
 from connector.policy.engine import PolicyEngine
-from connector.policy.rules import effective_verb
+from connector.policy.rules import effective_verb, stream_request_info
 from connector.proxy import forward, headers, reviews, upgrade
 from connector.proxy.registry import ActiveStream, SocketEntry
 
@@ -187,9 +187,9 @@ class Call:
         self.counters.bytes_out = len(response.body)  # type: ignore[arg-type]
         await self.audit("ResponseComplete", refusal.status)
         self.count(refusal.status)
-        # An oversized request's unread body, or bytes a client sent after an upgrade request, must not be
-        # read as the next request on this connection.
-        if refusal.status == 413 or headers.requested_upgrade(self.request.headers) is not None:
+        # An oversized or stalled request's unread body, or bytes a client sent after an upgrade request, must
+        # not be read as the next request on this connection.
+        if refusal.status in (408, 413) or headers.requested_upgrade(self.request.headers) is not None:
             response.force_close()
         return response
 
@@ -243,6 +243,8 @@ def _check(call: Call) -> _Checked:
     if protocol is not None and request.body_exists:
         raise Refusal(400, "an upgrade request must not have a body", "rejected")
     info = parse_request_info(request.method, k8s_path, call.raw_query)
+    if protocol is not None:
+        info = stream_request_info(info)
     call.info = info
     # Proxy subresources carry whatever the application behind them takes; other bodies are API objects.
     body_limit = None if "proxy" in (info.verb, info.subresource) else limits.max_body_bytes
@@ -307,6 +309,7 @@ async def _handle(call: Call) -> web.StreamResponse:
         impersonate_user=identity.user if upstream.impersonation_enabled else None,
         impersonate_groups=identity.groups if upstream.impersonation_enabled else (),
         upgrade=checked.protocol,
+        audit_id=call.request_id,
     )
     if checked.protocol is not None:
         return await _relay_upgrade(call, checked.k8s_path, upstream_headers, checked.protocol)
@@ -318,7 +321,7 @@ async def _answer_review(call: Call, kind: str, policy: PolicyEngine, now: dt.da
     assert entry is not None and identity is not None and call.info is not None and call.socket is not None
     socket, tags, source_ip = call.socket, entry.upstream.tags, call.source_ip
     body_limit = call.ctx.server.limits.max_body_bytes
-    body = await _read_body(request, body_limit)
+    body = await _read_body(request, body_limit, call.ctx.server.upstream.response_seconds)
     call.counters.bytes_in = len(body)
     try:
         review = reviews.parse_review(kind, call.info, request.headers.get("Content-Type", ""), body)
@@ -339,29 +342,41 @@ async def _answer_review(call: Call, kind: str, policy: PolicyEngine, now: dt.da
     return response
 
 
-async def _read_body(request: web.Request, limit: int) -> bytes:
-    """The whole body, refusing (413) past `limit` bytes before anything is forwarded."""
+async def _read_body(request: web.Request, limit: int, seconds: float) -> bytes:
+    """The whole body, refusing past `limit` bytes (413) or `seconds` (408) before anything is forwarded.
+
+    The time limit is what the cluster gets to answer: without one, a client trickling a chunked body
+    would hold its connection and a buffer of up to `limit` bytes for as long as it likes.
+    """
     body = bytearray()
-    async for chunk in request.content.iter_any():
-        body += chunk
-        if len(body) > limit:
-            raise Refusal(413, f"the request body is larger than {limit} bytes", "rejected")
+    try:
+        async with asyncio.timeout(seconds):
+            async for chunk in request.content.iter_any():
+                body += chunk
+                if len(body) > limit:
+                    raise Refusal(413, f"the request body is larger than {limit} bytes", "rejected")
+    except TimeoutError:
+        raise Refusal(408, f"the request body did not arrive within {seconds:g} s", "rejected") from None
     return bytes(body)
 
 
 async def _forward(call: Call, k8s_path: str, upstream_headers: Any, body_limit: int | None) -> web.StreamResponse:
     ctx, request, entry = call.ctx, call.request, call.entry
     assert entry is not None and call.socket is not None
+    try:
+        url = forward.upstream_url(entry, k8s_path, call.raw_query)
+    except ValueError as exc:
+        raise Refusal(400, f"socket {call.socket}: the request target cannot be forwarded exactly", "rejected",
+                      detail=str(exc)) from None  # fmt: skip
     body: Any = None
     if request.body_exists:
         if body_limit is not None and request.content_length is None:
             # A chunked API object: read it whole (bounded) so that an oversized one never reaches the cluster.
-            body = await _read_body(request, body_limit)
+            body = await _read_body(request, body_limit, ctx.server.upstream.response_seconds)
             call.counters.bytes_in = len(body)
             upstream_headers["Content-Length"] = str(len(body))
         else:
             body = forward.counted(request.content.iter_any(), call.counters)
-    url = forward.upstream_url(entry, k8s_path, call.raw_query)
     try:
         upstream_response = await forward.open_upstream(
             entry, request.method, url, upstream_headers, body, ctx.server.upstream

@@ -5,7 +5,12 @@ The rule is that nothing the client says about identity reaches the cluster: its
 `Connection` header names), forwarding headers it could forge, and kube-apiserver's front-proxy
 identity headers (`X-Remote-User` and friends) are dropped; `Impersonate-*` is refused outright. The
 connector then sets its own upstream credentials, `Impersonate-User`/`-Group` when the socket asks
-for it, and `X-Forwarded-For` with the address it saw. Pure functions, so they are table-tested.
+for it, `X-Forwarded-For` with the address it saw and `Audit-ID` with its own request id. Pure
+functions, so they are table-tested.
+
+Names are compared with `_` read as `-`: servers and gateways that map headers to CGI-style
+variables (`HTTP_IMPERSONATE_USER`) cannot tell `Impersonate_User` from `Impersonate-User`, so a
+cluster behind one would honour a header the connector had let through under another spelling.
 """
 
 from __future__ import annotations
@@ -25,6 +30,10 @@ CLIENT_CREDENTIALS: frozenset[str] = frozenset({"authorization", "cookie", "prox
 FORWARDING: frozenset[str] = frozenset(
     {"forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto", "x-real-ip"}
 )
+# kube-apiserver takes a client's Audit-ID as the id of its audit event. The cluster's audit log names the
+# connector as the user of every request, so this id is the only link from it to the connector's audit
+# event that names the person: the connector sets it to its own request id, never the client's value.
+AUDIT_ID = "audit-id"
 # kube-apiserver's request-header authentication; only honoured with a front-proxy client certificate,
 # which the connector never presents, but a cluster misconfigured to trust them must not see the client's.
 FRONT_PROXY_PREFIXES: tuple[str, ...] = ("x-remote-user", "x-remote-group", "x-remote-extra-", "x-remote-uid")
@@ -35,10 +44,17 @@ REQUEST_ONLY: frozenset[str] = frozenset({"expect", "host"})
 WEBSOCKET_EXTENSIONS = "sec-websocket-extensions"
 # How browsers (and some clients) pass a bearer token on websockets; a client credential like Authorization.
 WEBSOCKET_BEARER_PROTOCOL_PREFIX = "base64url.bearer.authorization.k8s.io."
-# A cookie set by something behind the cluster's proxy subresources would be scoped to the connector's origin.
-RESPONSE_DROPPED: frozenset[str] = frozenset({"set-cookie"})
+# A cookie set by something behind the cluster's proxy subresources would be scoped to the connector's origin,
+# and an authentication challenge would ask the client for credentials that the connector, not the cluster,
+# consumes (the cluster's challenge is about the connector's own credentials).
+RESPONSE_DROPPED: frozenset[str] = frozenset({"set-cookie", "www-authenticate"})
 
 UPGRADE_PROTOCOLS: dict[str, str] = {"websocket": "websocket", "spdy/3.1": "SPDY/3.1"}
+
+
+def canonical_name(name: str) -> str:
+    """A header name as this module compares it: lower-case, `_` read as `-`."""
+    return name.lower().replace("_", "-")
 
 
 def connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[str]:
@@ -47,8 +63,8 @@ def connection_tokens(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> set[
 
 
 def impersonation_headers(names: Iterable[str]) -> list[str]:
-    """The `Impersonate-*` headers among `names` (the client asked to act as someone else)."""
-    return sorted({n for n in names if n.lower().startswith("impersonate-")})
+    """The `Impersonate-*` headers among `names`, however spelled (the client asked to act as someone else)."""
+    return sorted({n for n in names if canonical_name(n).startswith("impersonate-")})
 
 
 def requested_upgrade(headers: CIMultiDictProxy[str] | CIMultiDict[str]) -> str | None:
@@ -71,19 +87,21 @@ def upgrade_protocol(value: str) -> str | None:
 def without_bearer_protocol(value: str) -> str:
     """A `Sec-WebSocket-Protocol` list without the client's `base64url.bearer.authorization.k8s.io.*` token."""
     protocols = (p.strip() for p in value.split(","))
-    return ", ".join(p for p in protocols if p and not p.startswith(WEBSOCKET_BEARER_PROTOCOL_PREFIX))
+    # Any case: a token in a spelling the authenticator does not read is still a credential.
+    return ", ".join(p for p in protocols if p and not p.lower().startswith(WEBSOCKET_BEARER_PROTOCOL_PREFIX))
 
 
 def _dropped_request_header(name: str, connection_named: set[str]) -> bool:
-    lower = name.lower()
+    canonical = canonical_name(name)
     return (
-        lower in HOP_BY_HOP
-        or lower in CLIENT_CREDENTIALS
-        or lower in FORWARDING
-        or lower in REQUEST_ONLY
-        or lower in connection_named
-        or lower.startswith(FRONT_PROXY_PREFIXES)
-        or lower == WEBSOCKET_EXTENSIONS
+        canonical in HOP_BY_HOP
+        or canonical in CLIENT_CREDENTIALS
+        or canonical in FORWARDING
+        or canonical in REQUEST_ONLY
+        or canonical in connection_named
+        or canonical.startswith(FRONT_PROXY_PREFIXES)
+        or canonical.startswith("impersonate-")
+        or canonical in (WEBSOCKET_EXTENSIONS, AUDIT_ID)
     )
 
 
@@ -95,17 +113,19 @@ def upstream_request_headers(
     impersonate_user: str | None = None,
     impersonate_groups: Iterable[str] = (),
     upgrade: str | None = None,
+    audit_id: str | None = None,
 ) -> CIMultiDict[str]:
     """The headers to send to the cluster for a client request.
 
     `credentials` are the socket's own (e.g. `Authorization: Bearer <EKS token>`). `upgrade` is the
     canonical protocol of an upgrade request, which keeps `Connection: Upgrade` + `Upgrade`.
+    `audit_id` (the connector's request id) becomes the cluster's `Audit-ID`.
     The caller has already refused `Impersonate-*` headers; they are dropped here all the same.
     """
-    connection_named = connection_tokens(client) - {"upgrade", "close", "keep-alive"}
+    connection_named = {canonical_name(t) for t in connection_tokens(client)} - {"upgrade", "close", "keep-alive"}
     out: CIMultiDict[str] = CIMultiDict()
     for name, value in client.items():
-        if _dropped_request_header(name, connection_named) or name.lower().startswith("impersonate-"):
+        if _dropped_request_header(name, connection_named):
             continue
         if name.lower() == "sec-websocket-protocol":
             value = without_bearer_protocol(value)
@@ -119,6 +139,8 @@ def upstream_request_headers(
         for group in impersonate_groups:
             out.add("Impersonate-Group", group)
     out["X-Forwarded-For"] = client_ip
+    if audit_id is not None:
+        out["Audit-ID"] = audit_id
     if upgrade is not None:
         out["Connection"] = "Upgrade"
         out["Upgrade"] = upgrade

@@ -53,13 +53,18 @@ class SessionTap(Protocol):
 
 
 def request_head(method: str, target: str, host: str, headers: CIMultiDict[str]) -> bytes:
-    """The HTTP/1.1 request line and headers for the upgrade request to the cluster."""
+    """The HTTP/1.1 request line and headers for the upgrade request to the cluster.
+
+    Encoded as aiohttp's client encodes plain requests (UTF-8, and the client's own bytes restored from
+    aiohttp's surrogate escapes), so that the cluster sees the same `Impersonate-User` for a user called
+    `josé` whether the request is an exec or a get.
+    """
     lines = [f"{method} {target} HTTP/1.1", f"Host: {host}"]
     for name, value in headers.items():
         if "\r" in value or "\n" in value or "\r" in name or "\n" in name:
             raise ValueError(f"header {name!r} contains a line break")
         lines.append(f"{name}: {value}")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8", "surrogateescape")
 
 
 def parse_response_head(head: bytes) -> tuple[int, str, CIMultiDict[str]]:
