@@ -19,7 +19,7 @@ from tests.support.stream_app import kubectl_binary
 
 # The kubectl builds the tests name: real binaries beside the dispatcher, and the dispatcher itself
 # (`kubectl` on PATH), which picks a real one by the server's /version.
-KUBECTL_VERSIONS = {"1.29": 29, "1.33": 33}
+KUBECTL_VERSIONS = {f"1.{minor}": minor for minor in range(27, 34)}
 DISPATCHER = "dispatcher"
 
 
