@@ -101,9 +101,14 @@ def validation_errors(error: ValidationError, source: str, text: str | None = No
     return [message for _, message in sorted(out, key=lambda item: item[0])]
 
 
+# libyaml's loader when the wheel has it: a large file (thousands of service tokens) parses several
+# times faster, and the result is the same safe subset of YAML.
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def parse_yaml(text: str, source: str) -> Any:
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_SAFE_LOADER)  # noqa: S506 - a safe loader, chosen above
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{source}:{mark.line + 1}" if mark is not None else source

@@ -19,11 +19,11 @@ from connector.aws.credentials import AwsCredentials
 from connector.model import StrictModel
 
 # Socket names appear in URLs, kubeconfig context names and metric labels.
-_SOCKET_NAME = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+_SOCKET_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
 def _socket_name(value: str) -> str:
-    if not _SOCKET_NAME.match(value):
+    if not _SOCKET_NAME.fullmatch(value):
         raise ValueError(
             f"socket name {value!r} must be 1-63 lowercase letters, digits or '-', starting and ending "
             "with a letter or digit (it becomes part of URLs and kubeconfig context names)"

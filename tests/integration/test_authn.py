@@ -76,7 +76,7 @@ async def test_oidc_token_maps_email_and_groups():
         (
             lambda i: jwt.encode(
                 {"iss": i.url, "aud": "eks-access-connector", "email": "x@y", "exp": 2**40, "iat": 0},
-                "secret",
+                "a-32-byte-long-hmac-key-for-test",
                 algorithm="HS256",
             ),
             "algorithm 'HS256' is not allowed",

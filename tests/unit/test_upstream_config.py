@@ -287,3 +287,11 @@ def test_pem_from_data_errors(value, message):
     with pytest.raises(TlsError) as info:
         pem_from_data(value, "certificate_authority_data")
     assert str(info.value).startswith(message)
+
+
+@pytest.mark.parametrize("name", ["prod\n", "prod\n\n", "Prod", "-prod", "prod-", "a" * 64, ""])
+def test_socket_names_are_matched_whole(name):
+    from connector.upstream.config import _socket_name
+
+    with pytest.raises(ValueError, match="must be 1-63 lowercase"):
+        _socket_name(name)
