@@ -1,5 +1,5 @@
 """Every kubectl our users run, 1.27 through 1.33, through the connector as it is: no environment
-variables, no flags. 1.27–1.29 exec over SPDY/3.1, 1.30+ over websocket (v5.channel.k8s.io); the
+variables, no flags. 1.27-1.29 exec over SPDY/3.1, 1.30+ over websocket (v5.channel.k8s.io); the
 audit log records which protocol each session used, so the test sees both paths really ran."""
 
 from __future__ import annotations
