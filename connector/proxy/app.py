@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import prometheus_client
@@ -26,6 +26,7 @@ from connector.policy.engine import PolicyEngine
 from connector.proxy.config import ServerConfig
 from connector.proxy.handler import CONTEXT, Call, Refusal, handle_socket_request
 from connector.proxy.registry import SocketRegistry
+from connector.proxy.stream_limits import StreamSlots
 from connector.proxy.upgrade import SessionTap
 
 
@@ -55,6 +56,8 @@ class ProxyContext:
     login_config: dict[str, str] | None = None
     tap_factory: TapFactory | None = None
     shutting_down: bool = False
+    # Open streams per user: connector-wide, so it is never swapped on reload.
+    streams: StreamSlots = field(default_factory=StreamSlots)
 
 
 def _text(status: int, text: str) -> web.Response:

@@ -58,13 +58,19 @@ class TlsConfig(StrictModel):
 
 
 class LimitsConfig(StrictModel):
-    """Request limits; requests over them get 413 before anything reaches a cluster."""
+    """Request limits: requests over the size limits get 413 before anything reaches a cluster, and a
+    long-lived stream over the stream limits gets 429."""
 
     # Go's http.DefaultMaxHeaderBytes, which kube-apiserver uses.
     max_header_bytes: int = Field(default=1 << 20, ge=8 << 10, le=16 << 20)
     max_header_count: int = Field(default=256, ge=32, le=4096)
     # kube-apiserver refuses write bodies over 3 MiB; a bigger body could only fail upstream.
     max_body_bytes: int = Field(default=3 << 20, ge=1 << 10, le=1 << 30)
+    # Each open watch, `logs -f`, exec, attach or port-forward holds a client connection, a cluster
+    # connection and buffers for as long as it lasts: one user (or a runaway script) must not be able to
+    # take them all. 64 is far above what a person's kubectl sessions and a controller's informers use.
+    max_streams_per_user: int = Field(default=64, ge=1, le=100_000)
+    max_streams: int = Field(default=2048, ge=1, le=1_000_000)
 
 
 class UpstreamTimeoutsConfig(StrictModel):

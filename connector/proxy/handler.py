@@ -3,9 +3,15 @@
 In order, as the issue lists them: refuse what the cluster could read differently from us (400),
 client `Impersonate-*` headers (403), requests over the limits (413) and unsupported upgrades (400);
 authenticate (401); find the socket (404/503); answer self-reviews locally; ask the policy engine
-(403 naming the socket and why); then forward, streaming, or relay an upgrade. Every refusal is
-audited before its response is sent; forwarded requests are audited when they complete, streams
-when they start and when they end.
+(403 naming the socket and why); count a long-lived stream against the stream limits (429); then
+forward, streaming, or relay an upgrade. Every refusal is audited before its response is sent;
+forwarded requests are audited when they complete, streams when they start and when they end. An
+unexpected exception becomes a 500 Status naming the request id, with its traceback in the log; a
+request cancelled before its answer (client gone, shutdown) is still audited, with code 499.
+
+A 401 from the cluster is about the connector's own credentials, never the user's (the user's went no
+further than the connector), so it is answered 502 with what to check, rather than relayed: kubectl
+would tell the user to log in again, which cannot help.
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ from connector.policy.engine import PolicyEngine
 from connector.policy.rules import effective_verb, stream_request_info
 from connector.proxy import forward, headers, reviews, upgrade
 from connector.proxy.registry import ActiveStream, SocketEntry
+from connector.proxy.status_form import wants_plain_text
+from connector.proxy.stream_limits import StreamLimitExceeded
 
 if TYPE_CHECKING:
     from connector.proxy.app import ProxyContext
@@ -45,6 +53,7 @@ CONTEXT: web.AppKey[ProxyContext] = web.AppKey("connector_context")
 SOCKETS_PREFIX = "/sockets/"
 SESSION_KINDS = frozenset({"exec", "attach", "portforward"})
 _TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})  # Go's strconv.ParseBool
+CLIENT_CLOSED = 499  # audit code of a request cancelled before any response (nginx's "client closed request")
 
 
 class Refusal(Exception):
@@ -79,12 +88,13 @@ def stream_kind(info: RequestInfo, raw_query: str, is_upgrade: bool) -> str | No
     return None
 
 
-def _status_response(status: int, message: str, request_id: str, **kwargs: Any) -> web.Response:
+def _status_response(status: int, message: str, request_id: str, *, plain_text: bool = False) -> web.Response:
+    """A Status JSON, or its message as text where the client can print only text (see status_form)."""
+    headers = {"X-Connector-Request-Id": request_id}
+    if plain_text:
+        return web.Response(status=status, text=message + "\n", content_type="text/plain", headers=headers)
     return web.Response(
-        status=status,
-        body=status_json(status, message, **kwargs),
-        content_type="application/json",
-        headers={"X-Connector-Request-Id": request_id},
+        status=status, body=status_json(status, message), content_type="application/json", headers=headers
     )
 
 
@@ -127,6 +137,10 @@ class Call:
     error: str | None = None
     raw_path: str = ""
     raw_query: str = ""
+    k8s_path: str = ""  # the path after /sockets/SOCKET, once split
+    # The response whose status line has been (or is being) sent; after that no error can be answered.
+    response: web.StreamResponse | None = None
+    completed: bool = False  # its ResponseComplete event is written
 
     @property
     def source_ip(self) -> str:
@@ -164,6 +178,8 @@ class Call:
         )
 
     async def audit(self, stage: Stage, code: int) -> bool:
+        if stage == "ResponseComplete":
+            self.completed = True
         return await self.ctx.audit.emit(self.event(stage, code))
 
     def count(self, code: int) -> None:
@@ -178,12 +194,16 @@ class Call:
             if self.counters.bytes_out:
                 metrics.BYTES.labels(socket, "to_client").inc(self.counters.bytes_out)
 
+    def _error_response(self, status: int, message: str) -> web.Response:
+        accept = self.request.headers.get("Accept", "")
+        return _status_response(status, message, self.request_id, plain_text=wants_plain_text(self.k8s_path, accept))
+
     async def refuse(self, refusal: Refusal) -> web.Response:
         self.decision = refusal.decision
         self.reason = refusal.message
         if refusal.detail:
             self.error = refusal.detail
-        response = _status_response(refusal.status, refusal.message, self.request_id)
+        response = self._error_response(refusal.status, refusal.message)
         self.counters.bytes_out = len(response.body)  # type: ignore[arg-type]
         await self.audit("ResponseComplete", refusal.status)
         self.count(refusal.status)
@@ -193,6 +213,45 @@ class Call:
             response.force_close()
         return response
 
+    async def fail(self, exc: Exception) -> web.StreamResponse:
+        """An exception nothing foresaw: logged with its traceback, audited and counted as a 500.
+
+        The client gets a Status naming the request id (the key to the log line and the audit event),
+        never the exception, which may name hosts, files or credentials sources.
+        """
+        log.error(
+            "request %s (%s %s) failed: internal error",
+            self.request_id, self.request.method, self.raw_path, exc_info=exc,
+        )  # fmt: skip
+        self.error = f"internal error: {type(exc).__name__}: {exc}"
+        if self.response is not None:
+            # The status line is already sent, so no Status can follow; the stream's own bookkeeping has
+            # audited and counted it. Cut the connection so the client sees an incomplete answer.
+            _abort(self.request)
+            return self.response
+        message = f"internal error in the connector; report request id {self.request_id} to its operators"
+        self.reason = message if self.socket is None else f"socket {self.socket}: {message}"
+        response = self._error_response(500, self.reason)
+        # Whatever failed may have left the request body half read.
+        response.force_close()
+        self.counters.bytes_out = len(response.body)  # type: ignore[arg-type]
+        await self.audit("ResponseComplete", 500)
+        self.count(500)
+        return response
+
+    async def cancelled(self) -> None:
+        """Audit a request cancelled before its end was audited (streams audit their own end).
+
+        A request may have reached the cluster (a delete, say) before its client hung up: it must not
+        vanish from the audit log. No status was sent, so the event says 499, the access-log convention
+        for "client closed request".
+        """
+        if self.completed:
+            return
+        self.error = self.error or "cancelled before the response: the client disconnected or the connector shut down"
+        await self.audit("ResponseComplete", CLIENT_CLOSED)
+        self.count(CLIENT_CLOSED)
+
 
 async def handle_socket_request(request: web.Request) -> web.StreamResponse:
     """The aiohttp handler for every `/sockets/...` request."""
@@ -200,16 +259,21 @@ async def handle_socket_request(request: web.Request) -> web.StreamResponse:
     raw_path, _, call.raw_query = request.raw_path.partition("?")
     call.raw_path = raw_path
     try:
-        return await _handle(call)
-    except Refusal as refusal:
-        return await call.refuse(refusal)
+        try:
+            return await _handle(call)
+        except Refusal as refusal:
+            return await call.refuse(refusal)
+    except asyncio.CancelledError:
+        await call.cancelled()
+        raise  # a disconnect or shutdown still cancels the handler
+    except Exception as exc:
+        return await call.fail(exc)
 
 
 @dataclass(frozen=True)
 class _Checked:
     """A request that passed the checks made before authentication."""
 
-    k8s_path: str
     info: RequestInfo
     protocol: str | None  # the upgrade asked for (websocket, SPDY/3.1), if any
     body_limit: int | None  # None: a proxy subresource, whose body is streamed unbounded
@@ -218,7 +282,8 @@ class _Checked:
 def _check(call: Call) -> _Checked:
     """Refuse what must never reach a cluster, before spending anything on authentication."""
     request, limits = call.request, call.ctx.server.limits
-    call.socket, k8s_path = split_socket_path(call.raw_path)
+    call.socket, call.k8s_path = split_socket_path(call.raw_path)
+    k8s_path = call.k8s_path
     reason = reject_reason(request.method, k8s_path, call.raw_query)
     if reason is not None:
         raise Refusal(400, f"socket {call.socket}: {reason}", "rejected")
@@ -247,10 +312,15 @@ def _check(call: Call) -> _Checked:
         info = stream_request_info(info)
     call.info = info
     # Proxy subresources carry whatever the application behind them takes; other bodies are API objects.
-    body_limit = None if "proxy" in (info.verb, info.subresource) else limits.max_body_bytes
+    body_limit = None if _is_proxy(info) else limits.max_body_bytes
     if body_limit is not None and (request.content_length or 0) > body_limit:
         raise Refusal(413, f"the request body is larger than {body_limit} bytes", "rejected")
-    return _Checked(k8s_path, info, protocol, body_limit)
+    return _Checked(info, protocol, body_limit)
+
+
+def _is_proxy(info: RequestInfo) -> bool:
+    """A request to a `proxy` subresource (or the legacy /proxy/ prefix): what answers is an application."""
+    return "proxy" in (info.verb, info.subresource)
 
 
 async def _handle(call: Call) -> web.StreamResponse:
@@ -296,6 +366,24 @@ async def _handle(call: Call) -> web.StreamResponse:
     call.reason = decision.reason
 
     call.stream = stream_kind(checked.info, call.raw_query, checked.protocol is not None)
+    if call.stream is None:
+        return await _to_cluster(call, checked)
+    limits = ctx.server.limits
+    try:
+        ctx.streams.acquire(identity.user, per_user=limits.max_streams_per_user, total=limits.max_streams)
+    except StreamLimitExceeded as exc:
+        raise Refusal(429, f"socket {call.socket}: {exc}", "rejected") from None
+    try:
+        return await _to_cluster(call, checked)
+    finally:  # however the stream ends: by either side, an error, a refusal or cancellation
+        ctx.streams.release(identity.user)
+
+
+async def _to_cluster(call: Call, checked: _Checked) -> web.StreamResponse:
+    """Forward the request, or relay the upgrade, with the connector's credentials for the cluster."""
+    request, entry, identity = call.request, call.entry, call.identity
+    assert entry is not None and identity is not None and call.socket is not None
+    upstream = entry.upstream
     try:
         credentials = await upstream.auth_headers()
     except Exception as exc:  # SocketError, or a credential source failing in a way it did not foresee
@@ -312,8 +400,28 @@ async def _handle(call: Call) -> web.StreamResponse:
         audit_id=call.request_id,
     )
     if checked.protocol is not None:
-        return await _relay_upgrade(call, checked.k8s_path, upstream_headers, checked.protocol)
-    return await _forward(call, checked.k8s_path, upstream_headers, checked.body_limit)
+        return await _relay_upgrade(call, call.k8s_path, upstream_headers, checked.protocol)
+    return await _forward(call, call.k8s_path, upstream_headers, checked.body_limit)
+
+
+def _credentials_refused(call: Call) -> Refusal:
+    """The Refusal for a cluster's 401, which can only be about the connector's credentials.
+
+    Not for proxy subresources: there the 401 may be the proxied application's own answer.
+    """
+    assert call.entry is not None and call.socket is not None
+    if call.entry.upstream.service_type == "aws_eks":
+        check = "check the connector's cluster access (aws-auth mapping or EKS access entry)"
+    else:
+        check = "check the credentials configured for this socket and what the cluster grants them"
+    log.error(
+        "socket %s: the cluster refused the connector's credentials (HTTP 401, request %s, cluster audit id %s)",
+        call.socket, call.request_id, call.upstream_audit_id,
+    )  # fmt: skip
+    return Refusal(
+        502, f"socket {call.socket}: the cluster refused the connector's credentials (HTTP 401); {check}", "allow",
+        detail="the cluster answered 401 Unauthorized to the connector's own credentials",
+    )  # fmt: skip
 
 
 async def _answer_review(call: Call, kind: str, policy: PolicyEngine, now: dt.datetime) -> web.Response:
@@ -387,6 +495,9 @@ async def _forward(call: Call, k8s_path: str, upstream_headers: Any, body_limit:
     code = upstream_response.status
     call.upstream_status = code
     call.upstream_audit_id = upstream_response.headers.get("Audit-Id")
+    if code == 401 and call.info is not None and not _is_proxy(call.info):
+        upstream_response.release()
+        raise _credentials_refused(call)
     response = forward.client_response(upstream_response, call.request_id, stream=call.stream is not None)
     try:
         with _tracked(entry, call.stream) as active:
@@ -420,6 +531,7 @@ async def _send(call: Call, upstream_response: Any, response: web.StreamResponse
     """Send status, headers and body. On a broken connection (either side) the client's is closed, so
     that it sees a cut rather than a complete response."""
     try:
+        call.response = response
         await response.prepare(call.request)
         if active is not None and not await call.audit("ResponseStarted", response.status):
             if call.ctx.audit.fail_closed:
@@ -457,6 +569,10 @@ async def _relay_upgrade(call: Call, k8s_path: str, upstream_headers: Any, proto
     call.upstream_status = handshake.status
     call.upstream_audit_id = handshake.headers.get("Audit-Id")
     switched_to = handshake.headers.get("Upgrade", "")
+    if handshake.status == 401 and not _is_proxy(info):
+        handshake.close()
+        call.stream = None  # no stream was opened
+        raise _credentials_refused(call)
     if handshake.status != 101 or headers.upgrade_protocol(switched_to) != protocol:
         return await _refused_upgrade(call, handshake, protocol)
 
@@ -489,6 +605,7 @@ async def _relay_upgrade(call: Call, k8s_path: str, upstream_headers: Any, proto
         if call.stream in SESSION_KINDS:
             metrics.SESSIONS.labels(call.socket, call.stream).inc()
         try:
+            call.response = response
             await response.prepare(request)
             if not await call.audit("ResponseStarted", 101) and ctx.audit.fail_closed:
                 call.error = "the audit log failed at the start of the session; session closed"

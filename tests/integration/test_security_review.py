@@ -174,10 +174,15 @@ async def test_cluster_cookies_and_auth_challenges_are_not_relayed(tmp_path: Pat
         b"Set-Cookie: session=abc; Path=/\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{}"
     )
     async with RawUpstream(answer, then="close") as upstream, ProxyHarness(tmp_path, cluster=upstream.cluster) as h:
-        status, headers, body = await h.request("GET", PODS, user="bob")
+        # Through a proxy subresource the 401 is relayed (it may be the application's own answer)...
+        status, headers, body = await h.request("GET", f"{PODS}/web/proxy/login", user="bob")
         assert (status, body) == (401, b"{}")
         assert "WWW-Authenticate" not in headers and "Set-Cookie" not in headers
-        assert upstream.received[0].startswith(b"GET /api/v1/namespaces/default/pods HTTP/1.1\r\n")
+        assert upstream.received[0].startswith(b"GET /api/v1/namespaces/default/pods/web/proxy/login HTTP/1.1\r\n")
+        # ...anywhere else it is the cluster refusing the connector's credentials: a 502 saying so
+        status, headers, body = await h.request("GET", PODS, user="bob")
+        assert status == 502 and b"refused the connector's credentials" in body
+        assert "WWW-Authenticate" not in headers and "Set-Cookie" not in headers
 
 
 # --- upgrades ---------------------------------------------------------------------------------------------
