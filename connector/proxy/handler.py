@@ -680,9 +680,17 @@ def _session_meta(call: Call, info: RequestInfo) -> SessionMeta:
 
 
 async def _close_tap(call: Call, tap: upgrade.SessionTap) -> None:
+    """Finish the recording and put what became of it in the session's audit event: a recording
+    that could not be written must not be named as if it existed."""
     try:
-        await tap.close()
-        call.recording = getattr(tap, "recording", None)
+        summary = await tap.close()
+        call.recording = getattr(summary, "recording", None)
+        problems = [
+            f"recording not written: {summary.write_error}" if getattr(summary, "write_error", None) else "",
+            f"recording incomplete: {summary.decode_error}" if getattr(summary, "decode_error", None) else "",
+        ]
+        if any(problems):
+            call.error = "; ".join(p for p in problems if p)
     except Exception as exc:
         metrics.RECORDING_ERRORS.labels("write").inc()
         log.error("socket %s: session recording could not be finished: %s", call.socket, exc)
