@@ -11,6 +11,7 @@ import aiohttp
 import pytest
 from prometheus_client import REGISTRY
 
+from connector.audit.recording import RecordingSummary
 from tests.support.proxy_harness import ProxyHarness
 
 EXEC = (
@@ -148,8 +149,12 @@ class RecordingTap:
     def upstream_bytes(self, data: bytes) -> None:
         self.upstream += data
 
-    async def close(self) -> None:
+    async def close(self) -> RecordingSummary:
         self.closed = True
+        return RecordingSummary(
+            recording=self.recording, exit_code=None, exit_message="", bytes_from_client=len(self.client),
+            bytes_from_upstream=len(self.upstream), truncated=False,
+        )
 
 
 async def test_session_tap_sees_both_directions_and_names_the_recording(h: ProxyHarness) -> None:
