@@ -2,7 +2,8 @@
 
 The file is one JSON header line, then one JSON line per event `[seconds, code, data]`:
 
-- header: `version` 2, `width`/`height` (from the session's first resize, else 80x24),
+- header: `version` 2, `width`/`height` (the size in effect at the session's first output, else the
+  first resize after it, else 80x24),
   `timestamp` (start, Unix seconds), `title`, and a `connector` object with the session's metadata
   (session id, user, groups, source IP, socket, namespace, pod, container, command, tty, stdin,
   protocol, subresource);
@@ -15,7 +16,9 @@ Port-forward sessions carry arbitrary TCP data and are recorded as metadata and 
 
 Memory per session is bounded whatever its length: events are written as they arrive (through a
 64 KiB file buffer, flushed at least every second), and only the few first events of a TTY session
-are held back, until its first resize gives the header its size.
+are held back, until the header's size is known: the one in effect when the container's output
+begins. Not simply the first resize: `kubectl attach -it` sends the size plus one, then the real
+size (to make the program redraw), and the first would be one column and one row too many.
 """
 
 from __future__ import annotations
@@ -46,7 +49,7 @@ from connector.metrics import RECORDING_ERRORS
 log = logging.getLogger(__name__)
 
 DEFAULT_SIZE = TerminalSize(80, 24)
-# A TTY session's events wait for its first resize at most this long / this much.
+# A TTY session's events wait for its header's size at most this long / this much.
 HEADER_WAIT_SECONDS = 2.0
 HEADER_WAIT_BYTES = 64 * 1024
 FLUSH_INTERVAL_SECONDS = 1.0
@@ -146,11 +149,14 @@ class AsciicastWriter:
             "stderr": codecs.getincrementaldecoder("utf-8")("replace"),
             "stdin": codecs.getincrementaldecoder("utf-8")("replace"),
         }
-        # A TTY session's size comes with its first resize: hold events back until then.
+        # A TTY session's size comes with its resizes: hold events back until both a resize and
+        # output have come, and give the header the last size before that point.
         waits = meta.tty and meta.subresource in ("exec", "attach")
         self._pending: list[tuple[float, str, str]] | None = [] if waits else None
         self._pending_bytes = 0
         self._size = DEFAULT_SIZE
+        self._resized = False
+        self._output_seen = False
         self.bytes_written = 0
         self.truncated = False
         self.exit_status: ExitStatus | None = None
@@ -173,7 +179,7 @@ class AsciicastWriter:
         elif isinstance(event, TerminalSize):
             if self._pending is not None and event.width > 0 and event.height > 0:
                 self._size = event
-                self._release()
+                self._resized = True
             self._event(elapsed, "r", f"{event.width}x{event.height}")
         elif isinstance(event, ExitStatus):
             self.exit_status = event
@@ -233,7 +239,9 @@ class AsciicastWriter:
         if self._pending is not None:
             self._pending.append((elapsed, code, text))
             self._pending_bytes += len(text)
-            if self._pending_bytes > HEADER_WAIT_BYTES or elapsed > HEADER_WAIT_SECONDS:
+            self._output_seen = self._output_seen or code == "o"
+            sized = self._resized and self._output_seen
+            if sized or self._pending_bytes > HEADER_WAIT_BYTES or elapsed > HEADER_WAIT_SECONDS:
                 self._release()
             return
         if self.truncated:

@@ -181,6 +181,59 @@ async def test_tty_session_takes_its_size_from_the_first_resize(config: Recordin
     assert asciinema_cat(tap.recording) == b"$ ls\r\na  b\r\n$ "
 
 
+async def test_kubectl_attach_redraw_trick_gives_the_header_the_real_size(config: RecordingConfig) -> None:
+    """`kubectl attach -it` sends the terminal size plus one, then the real size, to make the program
+    redraw: the header must say 90x25 for a 90x25 terminal, and both resizes stay in the recording."""
+    clock = Clock()
+    tap = new_tap(config, clock, tty=True, stdin=True, subresource="attach", command=[])
+    tap.client_bytes(ws_client_resize(V5, 91, 26))
+    tap.client_bytes(ws_client_resize(V5, 90, 25))
+    clock.now += 0.1
+    tap.upstream_bytes(ws_server(V5, 1, b"\x1b[H\x1b[2J$ "))
+    tap.upstream_bytes(ws_server(V5, 3, exit_status(0)) + ws_server_close())
+    await tap.close()
+    header, *events = lines(tap.recording)
+    assert (header["width"], header["height"]) == (90, 25)
+    assert [e[1:] for e in events] == [["r", "91x26"], ["r", "90x25"], ["o", "\x1b[H\x1b[2J$ "], ["m", "exit status 0"]]
+
+
+def _header_size(events: list[TerminalSize | StreamData]) -> tuple[int, int]:
+    written: list[bytes] = []
+    writer = AsciicastWriter(
+        meta(tty=True, subresource="attach"), started_at=0, max_bytes=1 << 20, record_stdin=True, write=written.append
+    )
+    for event in events:
+        writer.add(0.5, event)
+    writer.close(1.0, bytes_from_client=0, bytes_from_upstream=0)
+    header = json.loads(written[0])
+    resizes = [json.loads(line)[2] for line in written[1:] if json.loads(line)[1] == "r"]
+    assert resizes == [f"{e.width}x{e.height}" for e in events if isinstance(e, TerminalSize)]  # all kept
+    return header["width"], header["height"]
+
+
+OUT = StreamData("stdout", b"$ ")
+TYPED = StreamData("stdin", b"ls\r")
+
+
+@pytest.mark.parametrize(
+    ("events", "size"),
+    [
+        ([], (80, 24)),
+        ([OUT], (80, 24)),
+        ([TerminalSize(91, 26), TerminalSize(90, 25), OUT], (90, 25)),
+        ([TerminalSize(91, 26), TerminalSize(90, 25)], (90, 25)),  # no output at all: the last size
+        ([TerminalSize(90, 25), OUT, TerminalSize(120, 40)], (90, 25)),  # a later resize is only an event
+        ([OUT, TerminalSize(132, 43), TerminalSize(100, 30)], (132, 43)),  # output first: the first size after it
+        ([TerminalSize(90, 25), TYPED, TerminalSize(100, 30), OUT], (100, 30)),  # typing is not output
+        ([TerminalSize(90, 25), TerminalSize(0, 0), OUT], (90, 25)),  # an empty size does not count
+    ],
+)
+def test_the_header_has_the_size_in_effect_when_output_begins(
+    events: list[TerminalSize | StreamData], size: tuple[int, int]
+) -> None:
+    assert _header_size(events) == size
+
+
 async def test_tty_header_waits_a_bounded_time_for_a_resize(config: RecordingConfig) -> None:
     clock = Clock()
     tap = new_tap(config, clock, tty=True)
