@@ -4,7 +4,8 @@ A token is handed out for at most 14 minutes after its X-Amz-Date (the cluster a
 the minute is margin for clock skew and a request in flight). From 10 minutes on, the next caller
 starts a refresh in the background and still gets the current token; at 14 minutes callers wait for
 the new one. Concurrent callers share one refresh. After a failed refresh the cache waits a few
-seconds before trying again, so an STS outage is not multiplied by the request rate.
+seconds before trying again, so an STS outage is not multiplied by the request rate. When a cluster
+refuses a token (HTTP 401), `invalidate` drops it, so the next caller gets a freshly signed one.
 """
 
 from __future__ import annotations
@@ -87,6 +88,17 @@ class EksTokenCache:
             return current.token
         # shield: a caller that gives up (client disconnect) must not cancel the shared refresh.
         return (await asyncio.shield(task)).token
+
+    def invalidate(self, cluster_name: str, region: str, credentials: AwsCredentials | None) -> None:
+        """Forget the cluster's token and the signer of its credentials: the cluster refused the token.
+
+        The next `get` signs anew with a new boto3 session, which reads the credential chain again
+        (keys rotated in the environment or a profile file are picked up). A refresh already under way
+        is left to finish; callers rate-limit this, since a cluster that refuses every token would
+        otherwise make us re-sign for every request.
+        """
+        self._tokens.pop((credentials, region, cluster_name), None)
+        self._signers.pop((credentials, region), None)
 
     async def _refresh(self, key: _Key) -> EksToken:
         try:

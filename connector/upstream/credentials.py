@@ -5,6 +5,10 @@ token is a constant; a token file is re-read only when it changed (projected ser
 rotate underneath us); an exec plugin's output is cached until its `expirationTimestamp`; an EKS
 token comes from the shared token cache. A client certificate lives in the socket's SSLContext, so
 its source adds no header. Errors name the source (file, plugin command), never a credential.
+
+When the cluster refuses the credentials (HTTP 401), `invalidate()` makes the next call fetch them
+again instead of waiting for their normal refresh: the token file is re-read, the exec plugin runs
+again (client-go does the same on a 401), the EKS token is signed anew.
 """
 
 from __future__ import annotations
@@ -60,6 +64,10 @@ class CredentialSource(Protocol):
         """How this source authenticates, safe to print."""
         ...
 
+    def invalidate(self) -> None:
+        """The cluster refused these credentials: obtain them again at the next `headers()`."""
+        ...
+
 
 def bearer_header(token: str, what: str) -> dict[str, str]:
     if not _TOKEN.match(token):
@@ -79,6 +87,9 @@ class NoHeaders:
     def describe(self) -> str:
         return self.description
 
+    def invalidate(self) -> None:
+        """Nothing to fetch again: the certificate comes from the configuration."""
+
 
 @dataclass(frozen=True)
 class StaticToken:
@@ -94,6 +105,9 @@ class StaticToken:
     def describe(self) -> str:
         return self.description
 
+    def invalidate(self) -> None:
+        """Nothing to fetch again: the token comes from the configuration."""
+
 
 @dataclass(frozen=True)
 class BasicAuth:
@@ -107,6 +121,9 @@ class BasicAuth:
 
     def describe(self) -> str:
         return self.description
+
+    def invalidate(self) -> None:
+        """Nothing to fetch again: the password comes from the configuration."""
 
 
 class TokenFile:
@@ -139,6 +156,13 @@ class TokenFile:
     def describe(self) -> str:
         what = "in-cluster service account token" if self.kind == "in_cluster" else "bearer token from token_file"
         return f"{what} {self.path} (re-read when it changes)"
+
+    def invalidate(self) -> None:
+        """Re-read the file at the next use, even if it looks unchanged (a rewrite within the same
+        mtime granularity, same size and inode, is otherwise missed). The last good token stays the
+        fallback if the read fails."""
+        self._checked_at = None
+        self._stamp = None
 
     def token(self) -> str:
         now = self._clock()
@@ -274,6 +298,11 @@ class ExecPlugin:
     def describe(self) -> str:
         return f"exec plugin {self.config.command} ({self.config.api_version})"
 
+    def invalidate(self) -> None:
+        """Run the plugin again at the next use, as client-go does after a 401: a credential without
+        an expirationTimestamp would otherwise be used forever. A run under way is left to finish."""
+        self._cached = None
+
     async def headers(self) -> dict[str, str]:
         cred = self._cached
         if cred is None or self._expired(cred):
@@ -392,6 +421,9 @@ class EksBearerToken:
     def describe(self) -> str:
         aws = self._credentials.describe() if self._credentials is not None else "the default credential chain"
         return f"EKS token for {self.cluster_name} ({self.region}), AWS identity from {aws}"
+
+    def invalidate(self) -> None:
+        self._cache.invalidate(self.cluster_name, self.region, self._credentials)
 
     async def headers(self) -> dict[str, str]:
         try:

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import ssl
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from connector.upstream.credentials import CredentialError, CredentialSource
+
+log = logging.getLogger(__name__)
+
+# A cluster that refuses every credential must not make us re-sign a token or re-run a plugin for
+# every request: after one invalidation, the next waits this long.
+INVALIDATE_INTERVAL_SECONDS = 10.0
 
 
 class SocketError(Exception):
@@ -39,6 +47,8 @@ class Upstream:
     tls_server_name: str | None = None
     # What describe() shows about where the settings came from and how TLS is verified.
     details: Mapping[str, str] = field(default_factory=dict)
+    # When invalidate_credentials() last acted (time.monotonic()), in a list: the dataclass is frozen.
+    _invalidated_at: list[float] = field(default_factory=list, init=False, repr=False)
 
     async def auth_headers(self) -> dict[str, str]:
         """Headers that authenticate one request as the connector (fresh: refreshed by their source)."""
@@ -46,6 +56,20 @@ class Upstream:
             return await self.credentials.headers()
         except CredentialError as exc:
             raise SocketError(self.name, str(exc)) from None
+
+    def invalidate_credentials(self, *, now: float | None = None) -> bool:
+        """The cluster answered 401: make the next request fetch fresh credentials (re-read the token
+        file, re-run the exec plugin, re-sign the EKS token) instead of using the refused ones until
+        their normal refresh. At most once per INVALIDATE_INTERVAL_SECONDS; returns whether it acted.
+        `now` (a time.monotonic() value) is for tests."""
+        now = time.monotonic() if now is None else now
+        last = self._invalidated_at
+        if last and now - last[0] < INVALIDATE_INTERVAL_SECONDS:
+            return False
+        last[:] = [now]
+        self.credentials.invalidate()
+        log.info("socket %s: the cluster refused the connector's credentials; fetching them again", self.name)
+        return True
 
     def describe(self) -> dict[str, Any]:
         """A summary for people (CLI, /readyz, logs). Contains no secret."""

@@ -23,6 +23,7 @@ from connector.aws.token import EksTokenCache, verify_eks_token
 from connector.pki import KeyPair, generate_ca, issue_certificate
 from connector.upstream import SocketError, Upstream, resolve_socket, upstream_for_eks_cluster
 from connector.upstream import credentials as credentials_module
+from connector.upstream import upstream as upstream_module
 from connector.upstream.cli import check_version
 from connector.upstream.config import AwsEksSocketConfig, StandardSocketConfig
 from sandbox.aws import ACCOUNT_ID, EmbeddedAws
@@ -481,6 +482,23 @@ async def test_concurrent_callers_share_one_plugin_run(server, tmp_path):
     headers = await asyncio.gather(*(up.auth_headers() for _ in range(8)))
     assert headers == [{"Authorization": "Bearer exec-token-2"}] * 8
     assert len(plugin_runs(tmp_path)) == 2
+
+
+async def test_a_refused_exec_credential_makes_the_plugin_run_again_at_most_once_per_interval(server, tmp_path):
+    """client-go re-runs the plugin after a 401; a credential valid for an hour would otherwise be
+    sent, and refused, for that hour. A cluster refusing every credential costs one run per interval."""
+    path = plugin_kubeconfig(tmp_path, server, {"PLUGIN_EXPIRES_IN": "3600"})
+    up = await resolve(socket_config(kubeconfig_path=str(path)))
+    assert await up.auth_headers() == {"Authorization": "Bearer exec-token-1"}
+    assert up.invalidate_credentials(now=1000.0)
+    assert await up.auth_headers() == {"Authorization": "Bearer exec-token-2"}
+    assert await up.auth_headers() == {"Authorization": "Bearer exec-token-2"}
+    interval = upstream_module.INVALIDATE_INTERVAL_SECONDS
+    assert not up.invalidate_credentials(now=1000.0 + interval - 0.5)
+    assert await up.auth_headers() == {"Authorization": "Bearer exec-token-2"}
+    assert up.invalidate_credentials(now=1000.0 + interval)
+    assert await up.auth_headers() == {"Authorization": "Bearer exec-token-3"}
+    assert len(plugin_runs(tmp_path)) == 3
 
 
 async def test_exec_plugin_certificate_is_presented(mtls_server, client_ca, tmp_path):

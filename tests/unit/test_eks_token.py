@@ -23,6 +23,7 @@ from connector.aws import token_cli
 from connector.aws.credentials import AwsCredentials, make_session
 from connector.aws.token import EksToken, EksTokenCache, EksTokenError, EksTokenSigner, verify_eks_token
 from connector.metrics import TOKEN_REFRESHES
+from connector.upstream.credentials import EksBearerToken
 from sandbox.aws import moto_credentials_lookup
 from tests.support.aws import TEST_KEY_ID, TEST_SECRET, isolate_aws_env, mocked_aws
 
@@ -419,6 +420,26 @@ async def test_a_caller_giving_up_does_not_cancel_the_shared_refresh() -> None:
     token = await cache.get("prod", "eu-west-1", None)
     assert token.startswith("k8s-aws-v1.")
     assert len(signers.only().signed) == 1
+
+
+async def test_a_refused_token_is_dropped_and_signed_again_with_a_new_session() -> None:
+    """After a 401 the next caller gets a token signed now, by a signer built anew (so that AWS keys
+    rotated in the environment or a profile are read again), not the cached one for up to 14 minutes."""
+    clock, signers = Clock(), Signers()
+    cache = EksTokenCache(clock=clock, signer_factory=signers)
+    first = await cache.get("prod", "eu-west-1", None)
+    other = await cache.get("dev", "eu-west-1", None)
+    old_signer = signers.only()
+    clock.advance(minutes=3)
+    source = EksBearerToken("prod", "eu-west-1", None, cache)
+    source.invalidate()
+    second = await cache.get("prod", "eu-west-1", None)
+    assert second != first and age_of(second, clock.now) == timedelta(0)
+    new_signer = signers.only()
+    assert new_signer is not old_signer and [c for c, _ in new_signer.signed] == ["prod"]
+    # the other cluster's token was not refused: it is kept
+    assert await cache.get("dev", "eu-west-1", None) == other
+    assert [c for c, _ in new_signer.signed] == ["prod"]
 
 
 _SHARED_SIGNER = EksTokenSigner(make_session(STATIC, region="eu-west-1"), "eu-west-1")
