@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
 import time
 import uuid
@@ -112,6 +113,24 @@ def _attributes(info: RequestInfo) -> RequestAttributes:
     )
 
 
+# The labelled children of the per-request metrics, looked up once per label set: prometheus_client's
+# labels() validates and locks on every call, a few µs per metric per request. The label values are
+# bounded (see count), and nothing removes these children, so a cached child is the registered one.
+@functools.lru_cache(maxsize=4096)
+def _requests_child(socket: str, verb: str, code: int, decision: str) -> Any:
+    return metrics.REQUESTS.labels(socket, verb, str(code), decision)
+
+
+@functools.lru_cache(maxsize=4096)
+def _duration_child(socket: str, verb: str) -> Any:
+    return metrics.REQUEST_DURATION.labels(socket, verb)
+
+
+@functools.lru_cache(maxsize=1024)
+def _bytes_child(socket: str, direction: str) -> Any:
+    return metrics.BYTES.labels(socket, direction)
+
+
 @dataclass
 class Call:
     """One request's state, from which its audit events and metrics are made."""
@@ -186,13 +205,13 @@ class Call:
         """Metrics for a finished request. Socket label only for served sockets (bounded label values)."""
         socket = self.socket if self.entry is not None else ""
         verb = effective_verb(self.info) if self.info is not None else ""
-        metrics.REQUESTS.labels(socket, verb, str(code), self.decision).inc()
-        metrics.REQUEST_DURATION.labels(socket, verb).observe(time.monotonic() - self.started)
+        _requests_child(socket, verb, code, self.decision).inc()
+        _duration_child(socket, verb).observe(time.monotonic() - self.started)
         if self.entry is not None and self.upstream_status is not None:  # bytes that went through a cluster
             if self.counters.bytes_in:
-                metrics.BYTES.labels(socket, "to_upstream").inc(self.counters.bytes_in)
+                _bytes_child(socket, "to_upstream").inc(self.counters.bytes_in)
             if self.counters.bytes_out:
-                metrics.BYTES.labels(socket, "to_client").inc(self.counters.bytes_out)
+                _bytes_child(socket, "to_client").inc(self.counters.bytes_out)
 
     def _error_response(self, status: int, message: str) -> web.Response:
         accept = self.request.headers.get("Accept", "")
@@ -418,6 +437,7 @@ def _credentials_refused(call: Call) -> Refusal:
         "socket %s: the cluster refused the connector's credentials (HTTP 401, request %s, cluster audit id %s)",
         call.socket, call.request_id, call.upstream_audit_id,
     )  # fmt: skip
+    call.entry.upstream.invalidate_credentials()  # rate-limited: at most once per 10 s per socket
     return Refusal(
         502, f"socket {call.socket}: the cluster refused the connector's credentials (HTTP 401); {check}", "allow",
         detail="the cluster answered 401 Unauthorized to the connector's own credentials",

@@ -8,15 +8,19 @@ import asyncio
 import base64
 import json
 import logging
+import os
 from pathlib import Path
 
 import aiohttp
 import pytest
+from aiohttp import web
 from prometheus_client import REGISTRY
 
 from connector.aws.discovery import EksCluster
 from connector.policy.engine import PolicyEngine
-from tests.support.proxy_harness import DEFAULT_POLICIES, ProxyHarness
+from connector.upstream import upstream as upstream_module
+from tests.support.https_server import RecordingHttpsServer
+from tests.support.proxy_harness import DEFAULT_POLICIES, Cluster, ProxyHarness
 from tests.support.raw_upstream import RawUpstream
 
 PODS = "/sockets/prod/api/v1/namespaces/default/pods"
@@ -163,6 +167,49 @@ async def test_an_eks_cluster_401_points_at_aws_auth_and_access_entries(
             "check the connector's cluster access (aws-auth mapping or EKS access entry)"
         )
         assert any("refused the connector's credentials" in r.getMessage() for r in caplog.records)
+
+
+def rewrite_keeping_stamp(path: Path, token: str) -> None:
+    """Replace the token in place with one of the same length and put the mtime back: to a stat() the
+    file looks unchanged, so only an explicit invalidation makes the connector read it again."""
+    before = path.stat()
+    with path.open("r+b") as f:
+        assert len(token.encode()) == before.st_size
+        f.write(token.encode())
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_mtime_ns, after.st_size, after.st_ino) == (before.st_mtime_ns, before.st_size, before.st_ino)
+
+
+async def test_a_cluster_401_makes_the_connector_fetch_its_credentials_again_at_most_once_per_interval(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a 401 the next request re-reads the token file instead of keeping the refused token until its
+    normal refresh; a cluster that keeps refusing does not make the connector fetch again per request."""
+    monkeypatch.setattr(upstream_module, "INVALIDATE_INTERVAL_SECONDS", 3600.0)  # no second invalidation here
+    accepted = {"Bearer token-new-1"}
+
+    async def cluster(request: web.Request) -> web.Response:
+        if request.headers.get("Authorization") in accepted:
+            return web.json_response({"kind": "PodList", "apiVersion": "v1", "items": []})
+        return web.Response(status=401, body=UNAUTHORIZED, content_type="application/json")
+
+    token = tmp_path / "cluster-token"
+    token.write_text("token-old-1")
+    async with RecordingHttpsServer(handler=cluster) as srv:
+        socket = {"token": None, "token_file": str(token)}
+        async with ProxyHarness(tmp_path, cluster=Cluster(srv.url, srv.ca_pem, "unused"), socket=socket) as h:
+            assert (await h.request("GET", PODS, user="bob"))[0] == 502
+            rewrite_keeping_stamp(token, "token-new-1")
+            assert (await h.request("GET", PODS, user="bob"))[0] == 200
+            # The cluster now refuses that token too; the token was already fetched again once within
+            # the interval, so the connector keeps the one it has rather than re-reading per request.
+            accepted.clear()
+            rewrite_keeping_stamp(token, "token-new-2")
+            assert (await h.request("GET", PODS, user="bob"))[0] == 502
+            assert (await h.request("GET", PODS, user="bob"))[0] == 502
+        sent = [r.headers["Authorization"] for r in srv.requests]
+        assert sent == ["Bearer token-old-1", "Bearer token-new-1", "Bearer token-new-1", "Bearer token-new-1"]
 
 
 @pytest.mark.parametrize("protocol", ["websocket", "SPDY/3.1"])
