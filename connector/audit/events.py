@@ -23,7 +23,9 @@ Decision = Literal["allow", "deny", "unauthenticated", "rejected"]
 def utc_timestamp(when: dt.datetime | None = None) -> str:
     """RFC 3339 with microseconds and a `Z`, the format Kubernetes audit logs use."""
     when = when or dt.datetime.now(dt.UTC)
-    return when.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat (C) rather than strftime, which costs several times more and runs for every event:
+    # the same text, with the `+00:00` of a UTC datetime written as `Z`.
+    return when.astimezone(dt.UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 @dataclass(frozen=True)
@@ -83,8 +85,10 @@ class AuditEvent:
         return {k: v for k, v in out.items() if v is not None}
 
     def to_json(self) -> str:
-        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+        return _ENCODER.encode(self.to_dict())
 
 
 _FIELDS = tuple(f.name for f in fields(AuditEvent))
+# One encoder for every event: json.dumps with non-default options builds a new JSONEncoder per call.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False)
 _REQUEST_FIELDS = tuple(f.name for f in fields(RequestAttributes))
