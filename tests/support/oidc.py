@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import threading
+from collections.abc import AsyncIterator, Coroutine
 from contextlib import asynccontextmanager
+from typing import Any, TypeVar
 
 from sandbox.oidc import DemoUser, OidcIssuer
+
+T = TypeVar("T")
 
 DEMO_USERS = {
     "alice": DemoUser("alice", "alice@example.com", ("platform-admins",)),
@@ -29,16 +34,11 @@ class LoopThread:
     `requests`) talks to without deadlocking the test's own loop."""
 
     def __init__(self) -> None:
-        import asyncio
-        import threading
-
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self._thread.start()
 
-    def run(self, coro):  # type: ignore[no-untyped-def]
-        import asyncio
-
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout=60)
 
     def close(self) -> None:
