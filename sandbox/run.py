@@ -48,6 +48,7 @@ from sandbox.apiserver.catalog import lookup
 from sandbox.apiserver.errors import ApiError
 from sandbox.apiserver.store import Store
 from sandbox.aws import EmbeddedAws
+from sandbox.controlplane.loopback import free_port
 from sandbox.logins import log_in_demo_user
 from sandbox.oidc import OidcIssuer
 from sandbox.world import (
@@ -74,12 +75,6 @@ HOST_USER = "connector-host"
 
 class SandboxError(Exception):
     """The sandbox could not start; the message says why and what to do."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def check_port_free(port: int) -> None:

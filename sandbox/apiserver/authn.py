@@ -69,6 +69,46 @@ def with_authenticated(groups: tuple[str, ...]) -> tuple[str, ...]:
     return groups if AUTHENTICATED in groups else (*groups, AUTHENTICATED)
 
 
+class EksRefused(Exception):
+    """An EKS token that does not authenticate anyone; the message says why (for the log)."""
+
+
+def eks_user(
+    token: str,
+    *,
+    cluster_name: str,
+    now: datetime,
+    credentials_lookup: Callable[[str], AwsPrincipal | None],
+    extra_sts_endpoints: Collection[str],
+    aws_auth_data: Mapping[str, Any] | None,
+    ec2_private_dns_name: Callable[[str], str | None] | None,
+) -> UserInfo:
+    """What aws-iam-authenticator answers for an EKS token: verify the presigned STS call for this
+    cluster, then map the caller through `kube-system/aws-auth`'s data. Raises EksRefused.
+
+    Shared by the emulated API server and the token webhook of the real control plane."""
+    try:
+        identity = verify_eks_token(token, cluster_name, now, credentials_lookup,
+                                    extra_sts_endpoints=extra_sts_endpoints)
+    except EksTokenError as exc:
+        raise EksRefused(str(exc)) from None
+    config = aws_auth.parse_aws_auth(aws_auth_data)
+    try:
+        mapped = aws_auth.map_identity(config, identity, ec2_private_dns_name=ec2_private_dns_name)
+    except aws_auth.MappingError as exc:
+        raise EksRefused(f"{identity.arn}: {exc}") from None
+    if mapped is None or not mapped.username:
+        raise EksRefused(f"{identity.canonical_arn} is not mapped in kube-system/aws-auth")
+    extra = {
+        "arn": (identity.arn,),
+        "canonicalArn": (identity.canonical_arn,),
+        "sessionName": (identity.session_name,),
+    }
+    if identity.access_key_id:
+        extra["accessKeyId"] = (identity.access_key_id,)
+    return UserInfo(mapped.username, groups=with_authenticated(mapped.groups), extra=extra)
+
+
 @dataclass(frozen=True)
 class IssuedToken:
     token: str
@@ -117,34 +157,18 @@ class Authenticator:
         if self._credentials_lookup is None:
             log.warning("refused an EKS token: this API server has no AWS credentials lookup")
             raise unauthorized()
-        try:
-            identity = verify_eks_token(
-                token, self._cluster_name, self._store.now(), self._credentials_lookup,
-                extra_sts_endpoints=self._extra_sts_endpoints,
-            )
-        except EksTokenError as exc:
-            log.info("refused an EKS token for cluster %s: %s", self._cluster_name, exc)
-            raise unauthorized() from None
         configmaps = catalog.lookup("", "v1", "configmaps")
         assert configmaps is not None
         cm = self._store.get(configmaps, "kube-system", "aws-auth")
-        config = aws_auth.parse_aws_auth((cm or {}).get("data"))
         try:
-            mapped = aws_auth.map_identity(config, identity, ec2_private_dns_name=self._ec2_private_dns_name)
-        except aws_auth.MappingError as exc:
-            log.info("refused %s: %s", identity.arn, exc)
+            return eks_user(
+                token, cluster_name=self._cluster_name, now=self._store.now(),
+                credentials_lookup=self._credentials_lookup, extra_sts_endpoints=self._extra_sts_endpoints,
+                aws_auth_data=(cm or {}).get("data"), ec2_private_dns_name=self._ec2_private_dns_name,
+            )
+        except EksRefused as exc:
+            log.info("refused an EKS token for cluster %s: %s", self._cluster_name, exc)
             raise unauthorized() from None
-        if mapped is None or not mapped.username:
-            log.info("refused %s: not mapped in kube-system/aws-auth", identity.canonical_arn)
-            raise unauthorized()
-        extra = {
-            "arn": (identity.arn,),
-            "canonicalArn": (identity.canonical_arn,),
-            "sessionName": (identity.session_name,),
-        }
-        if identity.access_key_id:
-            extra["accessKeyId"] = (identity.access_key_id,)
-        return UserInfo(mapped.username, groups=with_authenticated(mapped.groups), extra=extra)
 
     # ----- service accounts ----------------------------------------------------------------------
 

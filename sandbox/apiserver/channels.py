@@ -61,9 +61,12 @@ def _first_supported(requested: list[str], supported: tuple[str, ...]) -> Channe
     return None
 
 
-def negotiate_exec(requested: list[str]) -> ChannelProtocol | None:
-    """The subprotocol for exec/attach, or None when the server supports none of those offered."""
-    if V5 in requested:
+def negotiate_exec(requested: list[str], *, kubelet: bool = False) -> ChannelProtocol | None:
+    """The subprotocol for exec/attach, or None when the server supports none of those offered.
+
+    v5 (stdin close) is what kube-apiserver ≥ 1.30 speaks to clients; a kubelet, which the 1.29
+    apiserver hands websocket upgrades to as they are, knows only the older ones."""
+    if V5 in requested and not kubelet:
         return PROTOCOLS[V5]
     return _first_supported(requested, KUBELET_EXEC_PROTOCOLS)
 

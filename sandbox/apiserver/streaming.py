@@ -132,7 +132,8 @@ def _session_container(runtime: PodRuntime, pod: Mapping[str, Any], params: Stre
 
 
 async def _serve_remote_command(
-    request: web.Request, runtime: PodRuntime, params: StreamParams, session: remotecommand.Session
+    request: web.Request, runtime: PodRuntime, params: StreamParams, session: remotecommand.Session,
+    *, kubelet: bool,
 ) -> web.StreamResponse:
     options = StreamOptions(stdin=params.stdin, stdout=params.stdout,
                             stderr=params.stderr and not params.tty, tty=params.tty)
@@ -140,9 +141,9 @@ async def _serve_remote_command(
         return _bad_request("you must specify at least 1 of stdin, stdout, stderr")
     if _is_websocket(request):
         offered = requested_protocols(request.headers)
-        protocol = negotiate_exec(offered)
+        protocol = negotiate_exec(offered, kubelet=kubelet)
         if protocol is None:
-            return _refuse_websocket(offered, (V5, *KUBELET_EXEC_PROTOCOLS))
+            return _refuse_websocket(offered, KUBELET_EXEC_PROTOCOLS if kubelet else (V5, *KUBELET_EXEC_PROTOCOLS))
         return await remotecommand.serve_websocket(request, runtime, protocol, options, session)
     if is_spdy_upgrade(request):
         version = negotiate_version(request, remotecommand.SPDY_PROTOCOLS)
@@ -153,7 +154,7 @@ async def _serve_remote_command(
 
 
 async def serve_exec(request: web.Request, runtime: PodRuntime, pod: dict[str, Any],
-                     params: StreamParams) -> web.StreamResponse:
+                     params: StreamParams, *, kubelet: bool = False) -> web.StreamResponse:
     """pods/exec: run `params.command` in the container over the client's streams."""
     container = _session_container(runtime, pod, params)
     if isinstance(container, web.Response):
@@ -164,11 +165,11 @@ async def serve_exec(request: web.Request, runtime: PodRuntime, pod: dict[str, A
     async def session(streams: remotecommand.ClientStreams) -> remotecommand.Outcome:
         return await remotecommand.run_exec(runtime, pod, container, params.command, streams, tty=params.tty)
 
-    return await _serve_remote_command(request, runtime, params, session)
+    return await _serve_remote_command(request, runtime, params, session, kubelet=kubelet)
 
 
 async def serve_attach(request: web.Request, runtime: PodRuntime, pod: dict[str, Any],
-                       params: StreamParams) -> web.StreamResponse:
+                     params: StreamParams, *, kubelet: bool = False) -> web.StreamResponse:
     """pods/attach: connect the client's streams to the container's main process."""
     container = _session_container(runtime, pod, params)
     if isinstance(container, web.Response):
@@ -177,17 +178,21 @@ async def serve_attach(request: web.Request, runtime: PodRuntime, pod: dict[str,
     async def session(streams: remotecommand.ClientStreams) -> remotecommand.Outcome:
         return await remotecommand.run_attach(runtime, pod, container, streams)
 
-    return await _serve_remote_command(request, runtime, params, session)
+    return await _serve_remote_command(request, runtime, params, session, kubelet=kubelet)
 
 
 async def serve_portforward(request: web.Request, runtime: PodRuntime, pod: dict[str, Any],
-                            params: StreamParams) -> web.StreamResponse:
+                            params: StreamParams, *, kubelet: bool = False) -> web.StreamResponse:
     """pods/portforward: SPDY, SPDY tunnelled in websocket, or websocket channels (see portforward)."""
     if runtime.closed:
         return _shutting_down()
     if _is_websocket(request):
         offered = requested_protocols(request.headers)
         tunnels = [p for p in offered if p.startswith(SPDY_TUNNEL_PREFIX) and p.endswith(".k8s.io")]
+        if tunnels and kubelet:
+            # SPDY tunnelled in websocket is kube-apiserver's (≥ 1.30); a kubelet refuses it, and
+            # kubectl falls back to SPDY.
+            return _refuse_websocket(offered, KUBELET_PORTFORWARD_PROTOCOLS)
         if tunnels:
             if PORTFORWARD_TUNNEL not in tunnels:
                 return web.Response(status=403, text="unable to upgrade: unable to negotiate protocol: client "
