@@ -1,4 +1,5 @@
-"""`python -m sandbox [--dir DIR] [--port PORT]` (what `make sandbox` runs): see sandbox.run."""
+"""`python -m sandbox [--dir DIR] [--port PORT] [--cluster real|emulated] [--kubernetes MINOR]` (what
+`make sandbox` runs): see sandbox.run."""
 
 from __future__ import annotations
 
@@ -10,18 +11,26 @@ import signal
 import sys
 from pathlib import Path
 
-from sandbox.run import Sandbox, SandboxError, tour
+from sandbox.controlplane.binaries import MINORS
+from sandbox.run import CLUSTER_KINDS, Sandbox, SandboxError, tour
 
 
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__)
     parser.add_argument("--dir", type=Path, default=Path("sandbox-state"), help="state directory (wiped at start)")
     parser.add_argument("--port", type=int, default=8443, help="the connector's port on 127.0.0.1 (0: any free)")
+    parser.add_argument("--cluster", choices=CLUSTER_KINDS, default="auto",
+                        help="real kube-apiservers, emulated API servers, or auto (default): real when their "
+                             "binaries are cached, in KUBEBUILDER_ASSETS or buildable with go, else emulated")
+    parser.add_argument("--kubernetes", choices=MINORS, default=None, metavar="MINOR",
+                        help=f"run every real cluster on this kube-apiserver minor ({', '.join(MINORS)}); "
+                             "default: prod and scratch 1.33, staging 1.29")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if shutil.which("kubectl") is None:
         print("note: kubectl is not on PATH; the sandbox runs, but the tour needs kubectl.", file=sys.stderr)
-    return asyncio.run(_serve(Sandbox(args.dir.resolve(), args.port)))
+    sandbox = Sandbox(args.dir.resolve(), args.port, cluster_kind=args.cluster, kubernetes_minor=args.kubernetes)
+    return asyncio.run(_serve(sandbox))
 
 
 async def _serve(sandbox: Sandbox) -> int:
@@ -34,6 +43,8 @@ async def _serve(sandbox: Sandbox) -> int:
     except (SandboxError, OSError) as exc:  # OSError: a server could not listen, a file not be written
         print(f"sandbox: {exc}", file=sys.stderr)
         return 1
+    for note in sandbox.notes:
+        print(note, file=sys.stderr)
     print(tour(info), flush=True)
     waiter = asyncio.ensure_future(stop.wait())
     while not stop.is_set():

@@ -4,8 +4,11 @@ Order of events, each step done the way production does it:
 1. moto on 127.0.0.1 is the AWS account. The connector's IAM role gets the very policy and trust
    documents the Pulumi program creates (infra.iam_documents); a "host" IAM user stands in for the
    machine the connector runs on and may assume the role.
-2. One emulated EKS API server per demo cluster, registered in moto's EKS so DescribeCluster returns
-   its endpoint and CA. Each is seeded, then the connector role is mapped in with infra's aws-auth
+2. One Kubernetes control plane per demo cluster, registered in moto's EKS so DescribeCluster
+   returns its endpoint and CA: a real kube-apiserver (`sandbox.controlplane`: 1.33 for prod and
+   scratch, 1.29 for staging, or the one minor `--kubernetes` names) when its binaries are cached,
+   supplied or buildable with `go`, else (or with `--cluster emulated`) the emulated API server of
+   `sandbox.apiserver`. Each is seeded, then the connector role is mapped in with infra's aws-auth
    read-merge-write and RBAC builders, as `pulumi up` would.
 3. A local OIDC identity provider with the demo users.
 4. The real connector (`python -m connector serve`) in its own process, discovering the clusters by tag.
@@ -13,9 +16,9 @@ Order of events, each step done the way production does it:
    context USER@SOCKET for each (user, exposed socket), authenticated by the `client token` exec plugin.
 6. DIR/sandbox.json says where everything is; it is written last, so its presence means "ready".
 
-moto, the API servers and the identity provider run in this process (the API servers verify EKS
-tokens against moto's in-memory credentials); the connector runs in a child process, as it would
-in production.
+moto, the emulated API servers (or the token webhooks and nodes of the real ones) and the identity
+provider run in this process (EKS tokens are verified against moto's in-memory credentials);
+kube-apiserver, etcd and the connector run in child processes, as they would in production.
 """
 
 from __future__ import annotations
@@ -40,7 +43,7 @@ import yaml
 from connector.aws.credentials import AwsCredentials
 from connector.client.kubeconfig_edit import apply_entries, connector_entries, render
 from infra.aws_auth import RoleMapping
-from infra.aws_auth_resource import Conflict, apply_role_mapping
+from infra.aws_auth_resource import Conflict, KubernetesConfigMapApi, apply_role_mapping
 from infra.iam_documents import connector_policy, principals_trust_policy
 from infra.rbac import FULL_ACCESS, group_subject, rbac_manifests
 from sandbox.apiserver import EmulatedApiServer
@@ -48,6 +51,9 @@ from sandbox.apiserver.catalog import lookup
 from sandbox.apiserver.errors import ApiError
 from sandbox.apiserver.store import Store
 from sandbox.aws import EmbeddedAws
+from sandbox.controlplane import binaries as controlplane_binaries
+from sandbox.controlplane import seeding
+from sandbox.controlplane.cluster import ControlPlaneError, Etcd, RealCluster
 from sandbox.controlplane.loopback import free_port
 from sandbox.logins import log_in_demo_user
 from sandbox.oidc import OidcIssuer
@@ -71,6 +77,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 # Written into the state directory at start: only a directory holding it (or an empty one) is wiped.
 STATE_MARKER = ".sandbox-state"
 HOST_USER = "connector-host"
+CLUSTER_KINDS = ("auto", "real", "emulated")
 
 
 class SandboxError(Exception):
@@ -140,8 +147,12 @@ class StoreConfigMaps:
 class Sandbox:
     state_dir: Path
     port: int = 0
+    cluster_kind: str = "auto"  # "real", "emulated", or "auto": real when the binaries can be had
+    kubernetes_minor: str | None = None  # every real cluster on this minor, instead of each its own
     aws: EmbeddedAws = field(default_factory=EmbeddedAws)
-    servers: dict[str, EmulatedApiServer] = field(default_factory=dict)
+    servers: dict[str, EmulatedApiServer | RealCluster] = field(default_factory=dict)
+    etcd: Etcd | None = None
+    notes: list[str] = field(default_factory=list)  # one line each, for the person who started it
     issuer: OidcIssuer | None = None
     connector: subprocess.Popen[bytes] | None = None
     info: dict[str, Any] = field(default_factory=dict)
@@ -167,8 +178,12 @@ class Sandbox:
         self.aws.start()
         host_credentials = self.aws.create_user_credentials(HOST_USER)
         role_arn = self._create_connector_role()
-        for cluster in CLUSTERS:
-            await self._start_cluster(cluster, role_arn)
+        real = await asyncio.to_thread(self._real_binaries)
+        if real is None:
+            for cluster in CLUSTERS:
+                await self._start_cluster(cluster, role_arn)
+        else:
+            await self._start_real_clusters(real, role_arn)
         self.issuer = OidcIssuer(users=dict(USERS), client_ids=(OIDC_CLIENT_ID,))
         await self.issuer.start()
         config_path = self._write_connector_config(role_arn)
@@ -206,7 +221,9 @@ class Sandbox:
                     "tags": c.tags,
                     "endpoint": self.servers[c.name].url,
                     "ca_file": str(self.servers[c.name].ca_path),
-                    "version": c.version,
+                    "version": self._version(c),
+                    "kind": "real" if isinstance(self.servers[c.name], RealCluster) else "emulated",
+                    **self._admin_access(c),
                 }
                 for c in CLUSTERS
             },
@@ -233,9 +250,11 @@ class Sandbox:
         if self.issuer is not None:
             await self.issuer.stop()
             self.issuer = None
-        for server in self.servers.values():
-            await server.stop()
+        await asyncio.gather(*(server.stop() for server in self.servers.values()))
         self.servers.clear()
+        if self.etcd is not None:
+            await self.etcd.stop()
+            self.etcd = None
         self.aws.stop()
 
     @property
@@ -283,6 +302,77 @@ class Sandbox:
         apply_role_mapping(StoreConfigMaps(server.store), mapping)
         for manifest in rbac_manifests(FULL_ACCESS, group_subject(KUBERNETES_GROUP)):
             server.store.apply(manifest)
+
+    def _minor(self, cluster: DemoCluster) -> str:
+        return self.kubernetes_minor or cluster.real_minor
+
+    def _real_binaries(self) -> dict[str, controlplane_binaries.Binaries] | None:
+        """The binaries of every minor the real clusters need (building them if need be), or None
+        to run emulated clusters: asked for, or (auto) because the binaries cannot be had."""
+        if self.cluster_kind == "emulated":
+            return None
+        minors = {self._minor(c) for c in CLUSTERS} | {controlplane_binaries.ETCD_MINOR}
+        try:
+            found = {minor: controlplane_binaries.ensure(minor) for minor in sorted(minors)}
+        except controlplane_binaries.ControlPlaneUnavailable as exc:
+            if self.cluster_kind == "real":
+                raise SandboxError(f"--cluster real: {exc}") from None
+            self.notes.append(f"note: emulated clusters (no real kube-apiserver: {str(exc).splitlines()[0]})")
+            return None
+        if found[controlplane_binaries.ETCD_MINOR].etcd is None:
+            raise SandboxError("no etcd beside kube-apiserver in KUBEBUILDER_ASSETS")
+        return found
+
+    async def _start_real_clusters(self, binaries: dict[str, controlplane_binaries.Binaries], role_arn: str) -> None:
+        etcd_binary = binaries[controlplane_binaries.ETCD_MINOR].etcd
+        assert etcd_binary is not None
+        self.etcd = Etcd(etcd_binary, self.state_dir / "etcd")
+        try:
+            await self.etcd.start()
+            for cluster in CLUSTERS:
+                self.servers[cluster.name] = RealCluster(
+                    cluster.name, binaries=binaries[self._minor(cluster)], etcd_url=self.etcd.url,
+                    scratch_dir=self.state_dir / "clusters" / cluster.name,
+                    credentials_lookup=self.aws.credentials_lookup, extra_sts_endpoints=(self.aws.endpoint_url,),
+                )
+            await asyncio.gather(*(server.start() for server in self.servers.values()))
+        except ControlPlaneError as exc:
+            raise SandboxError(str(exc)) from None
+        for cluster in CLUSTERS:  # one at a time: boto3 clients are not to be created from several threads
+            server = self.servers[cluster.name]
+            self.aws.create_eks_cluster(cluster.name, cluster.region, tags=cluster.tags, endpoint=server.url,
+                                        ca_pem=server.ca_pem, version=self._minor(cluster))
+        await asyncio.gather(*(asyncio.to_thread(self._seed_real_cluster, cluster, role_arn) for cluster in CLUSTERS))
+
+    def _seed_real_cluster(self, cluster: DemoCluster, role_arn: str) -> None:
+        server = self.servers[cluster.name]
+        assert isinstance(server, RealCluster)
+        kubeconfig = server.admin_kubeconfig()
+        (server.dir / "admin.kubeconfig").write_text(yaml.safe_dump(kubeconfig, sort_keys=False))
+        objects = seed_objects(cluster)
+        namespaces = [o for o in objects if o["kind"] == "Namespace"]
+        try:
+            with seeding.api_client(kubeconfig) as api:
+                seeding.create_objects(api, namespaces)
+                seeding.create_objects(api, seeding.default_service_accounts(n["metadata"]["name"] for n in namespaces))
+                seeding.create_objects(api, [o for o in objects if o["kind"] != "Namespace"])
+                # What `pulumi up` does per cluster in aws-auth mode, with the very applier it runs.
+                mapping = RoleMapping(role_arn, CONNECTOR_USERNAME, (KUBERNETES_GROUP,))
+                apply_role_mapping(KubernetesConfigMapApi(kubeconfig, cluster.name), mapping)
+                seeding.create_objects(api, rbac_manifests(FULL_ACCESS, group_subject(KUBERNETES_GROUP)))
+                seeding.wait_for_running_pods(api, [(o["metadata"]["namespace"], o["metadata"]["name"])
+                                                    for o in objects if o["kind"] == "Pod"])
+        except seeding.SeedError as exc:
+            raise SandboxError(f"cluster {cluster.name}: {exc}") from None
+
+    def _version(self, cluster: DemoCluster) -> str:
+        server = self.servers[cluster.name]
+        return server.version if isinstance(server, RealCluster) else cluster.version
+
+    def _admin_access(self, cluster: DemoCluster) -> dict[str, str]:
+        """For a real cluster: the cluster creator's kubeconfig (kubectl straight to the apiserver)."""
+        server = self.servers[cluster.name]
+        return {"admin_kubeconfig": str(server.dir / "admin.kubeconfig")} if isinstance(server, RealCluster) else {}
 
     def _write_connector_config(self, role_arn: str) -> Path:
         assert self.issuer is not None
@@ -406,6 +496,7 @@ def tour(info: dict[str, Any]) -> str:
         [
             f"The sandbox is up in {info['started_in_seconds']} s. Connector: {info['connector']['url']}",
             f"  sockets: {', '.join(info['sockets'])} (the scratch cluster is not exposed: tag expose=false)",
+            "  clusters: " + ", ".join(f"{name} ({c['kind']} {c['version']})" for name, c in info["clusters"].items()),
             "  users: alice (platform-admins: everything), bob (developers: read default+dev, exec in dev), "
             "carol (no policy)",
             "",

@@ -24,7 +24,8 @@ class DemoCluster:
     name: str
     region: str
     tags: dict[str, str]
-    version: str
+    version: str  # what the emulated API server reports
+    real_minor: str  # the kube-apiserver minor it runs as a real control plane
 
     @property
     def socket(self) -> str:
@@ -36,9 +37,9 @@ class DemoCluster:
 
 
 CLUSTERS = (
-    DemoCluster("prod", "us-east-1", {"env": "prod", "expose": "true"}, "v1.31.4"),
-    DemoCluster("staging", "eu-west-1", {"env": "staging", "expose": "true"}, "v1.33.1"),
-    DemoCluster("scratch", "us-west-2", {"env": "scratch", "expose": "false"}, "v1.29.9"),
+    DemoCluster("prod", "us-east-1", {"env": "prod", "expose": "true"}, "v1.31.4", "1.33"),
+    DemoCluster("staging", "eu-west-1", {"env": "staging", "expose": "true"}, "v1.33.1", "1.29"),
+    DemoCluster("scratch", "us-west-2", {"env": "scratch", "expose": "false"}, "v1.29.9", "1.33"),
 )
 
 USERS = {

@@ -263,6 +263,7 @@ class RealCluster:
             "--authorization-mode=RBAC", "--anonymous-auth=true",
             f"--authentication-token-webhook-config-file={webhook_config}",
             f"--authentication-token-webhook-cache-ttl={WEBHOOK_CACHE_TTL}",
+            "--authentication-token-webhook-version=v1",
             f"--kubelet-client-certificate={pki / 'kubelet-client.crt'}",
             f"--kubelet-client-key={pki / 'kubelet-client.key'}", f"--kubelet-certificate-authority={self.ca_path}",
             "--kubelet-preferred-address-types=InternalIP", "--allow-privileged=true",

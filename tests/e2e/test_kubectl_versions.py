@@ -21,7 +21,8 @@ BOB = "bob@example.com"
 
 @pytest.mark.parametrize("version", sorted(KUBECTL_VERSIONS, key=lambda v: KUBECTL_VERSIONS[v]))
 def test_every_kubectl_lists_applies_and_execs(
-    kubectl: Callable[..., Kubectl], audit: AuditLog, tmp_path: Path, version: str
+    kubectl: Callable[..., Kubectl], audit: AuditLog, tmp_path: Path, version: str,
+    execs_over_websocket: Callable[[str, dict[str, str]], bool],
 ) -> None:
     k, bob, alice = kubectl(version), f"bob@{PROD}", f"alice@{PROD}"
 
@@ -40,7 +41,7 @@ def test_every_kubectl_lists_applies_and_execs(
     executed = k.run("exec", "-n", "dev", "api-0", "--", "sh", "-c", f"echo kubectl {version}; exit 4", context=bob)
     assert executed.returncode == 4, executed.stderr
     assert executed.stdout == f"kubectl {version}\n"
-    ended = audit.wait(since, user=BOB, socket=PROD, subresource="exec", stage="ResponseComplete")
-    websocket = KUBECTL_VERSIONS[version] >= 30
+    ended = audit.wait(since, user=BOB, socket=PROD, subresource="exec", stage="ResponseComplete", code=101)
+    websocket = execs_over_websocket(version, {})
     assert ended["code"] == 101
     assert ended["session_protocol"] == ("v5.channel.k8s.io" if websocket else "v4.channel.k8s.io"), ended

@@ -22,11 +22,12 @@ WEB_POD = "web-7d4b9c-x2k4q"
 ASCIINEMA = Path(sys.executable).parent / "asciinema"
 
 
-@pytest.mark.parametrize(("version", "protocol"), [("1.33", "v5.channel.k8s.io"), ("1.29", "v4.channel.k8s.io")])
+@pytest.mark.parametrize("version", ["1.33", "1.29"])
 def test_an_exec_session_replays_to_the_commands_output(
     sandbox: dict[str, Any], kubectl: Callable[..., Kubectl], audit: AuditLog, tmp_path: Path, version: str,
-    protocol: str,
+    execs_over_websocket: Callable[[str, dict[str, str]], bool],
 ) -> None:
+    protocol = "v5.channel.k8s.io" if execs_over_websocket(version, {}) else "v4.channel.k8s.io"
     if not ASCIINEMA.exists():
         pytest.skip(f"asciinema is not installed in this virtualenv ({ASCIINEMA})")
     command = f"echo recorded-{version}; echo err >&2; exit 3"
@@ -37,7 +38,7 @@ def test_an_exec_session_replays_to_the_commands_output(
     assert printed == f"recorded-{version}\nerr\n"
 
     event = audit.wait(since, user="alice@example.com", socket=PROD, subresource="exec", stage="ResponseComplete",
-                       recording=lambda path: bool(path))
+                       code=101, recording=lambda path: bool(path))
     recording = Path(event["recording"])
     assert recording.parent == Path(sandbox["recordings"])
     wait_for(f"the recording {recording}", lambda: recording.exists() or None)

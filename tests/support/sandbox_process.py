@@ -44,10 +44,11 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 20.0, in
 
 
 class SandboxProcess:
-    """`python -m sandbox --dir DIR --port 0` in a child process; `info` is its sandbox.json."""
+    """`python -m sandbox --dir DIR --port 0 ARGS...` in a child process; `info` is its sandbox.json."""
 
-    def __init__(self, state_dir: Path) -> None:
+    def __init__(self, state_dir: Path, args: tuple[str, ...] = ()) -> None:
         self.state_dir = state_dir
+        self.args = args
         self.output = state_dir.parent / f"{state_dir.name}.out"
         self.process: subprocess.Popen[bytes] | None = None
         self.info: dict[str, Any] = {}
@@ -55,7 +56,7 @@ class SandboxProcess:
     def start(self) -> dict[str, Any]:
         with self.output.open("wb") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "sandbox", "--dir", str(self.state_dir), "--port", "0"],
+                [sys.executable, "-m", "sandbox", "--dir", str(self.state_dir), "--port", "0", *self.args],
                 cwd=REPO_ROOT,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
