@@ -42,6 +42,25 @@ CLUSTER_KINDS = {
 }
 
 
+# Where a test marked `every_kubectl` runs with every kubectl build; on the other kinds, only with
+# the builds of the two exec transports (1.29: SPDY, 1.33: websocket), to keep the suite's time.
+REFERENCE_KIND = "real-1.33"
+TRANSPORT_BUILDS = ("1.29", "1.33")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    kept, dropped = [], []
+    for item in items:
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        narrowed = (item.get_closest_marker("every_kubectl") is not None
+                    and params.get("cluster_kind") not in (None, REFERENCE_KIND)
+                    and params.get("version") not in TRANSPORT_BUILDS)
+        (dropped if narrowed else kept).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
+
+
 def _real_binaries(minor: str) -> None:
     """Build or find kube-apiserver `minor` and etcd; skip only when they cannot be had at all."""
     try:

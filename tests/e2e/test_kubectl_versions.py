@@ -19,6 +19,7 @@ PROD = next(c.socket for c in CLUSTERS if c.exposed)
 BOB = "bob@example.com"
 
 
+@pytest.mark.every_kubectl
 @pytest.mark.parametrize("version", sorted(KUBECTL_VERSIONS, key=lambda v: KUBECTL_VERSIONS[v]))
 def test_every_kubectl_lists_applies_and_execs(
     kubectl: Callable[..., Kubectl], audit: AuditLog, tmp_path: Path, version: str,

@@ -53,7 +53,9 @@ def test_an_exec_session_replays_to_the_commands_output(
         env={"HOME": str(tmp_path), "PATH": "/usr/bin:/bin"},
     )  # fmt: skip
     assert replay.returncode == 0, replay.stderr
-    assert replay.stdout.decode() == printed
+    # stdout and stderr are separate streams: the recording has them in the order they arrived,
+    # which a real kubelet does not fix (the emulator happened to send stdout first).
+    assert sorted(replay.stdout.decode().splitlines()) == sorted(printed.splitlines())
 
     # The tour's way: by session id, through the connector's config.
     play = subprocess.run(
@@ -61,4 +63,5 @@ def test_an_exec_session_replays_to_the_commands_output(
          "--config", sandbox["connector"]["config"]],
         cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
-    assert (play.returncode, play.stdout) == (0, printed), play.stderr
+    assert play.returncode == 0, play.stderr
+    assert sorted(play.stdout.splitlines()) == sorted(printed.splitlines())
