@@ -46,9 +46,10 @@ def wait_for(what: str, probe: Callable[[], T | None], timeout: float = 20.0, in
 class SandboxProcess:
     """`python -m sandbox --dir DIR --port 0 ARGS...` in a child process; `info` is its sandbox.json."""
 
-    def __init__(self, state_dir: Path, args: tuple[str, ...] = ()) -> None:
+    def __init__(self, state_dir: Path, args: tuple[str, ...] = (), env: Mapping[str, str] | None = None) -> None:
         self.state_dir = state_dir
         self.args = args
+        self.env = dict(env) if env is not None else None
         self.output = state_dir.parent / f"{state_dir.name}.out"
         self.process: subprocess.Popen[bytes] | None = None
         self.info: dict[str, Any] = {}
@@ -58,6 +59,7 @@ class SandboxProcess:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "sandbox", "--dir", str(self.state_dir), "--port", "0", *self.args],
                 cwd=REPO_ROOT,
+                env=self.env,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
