@@ -1,4 +1,4 @@
-"""The Python `kubernetes` client (list, watch, exec stream) and `kubernetes_asyncio` (list) through the
+"""The Python `kubernetes` and `kubernetes_asyncio` clients (list, watch, exec stream each) through the
 sandbox's connector, with nothing but a context of the sandbox's kubeconfig (exec plugin included)."""
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from kubernetes import watch as kube_watch
 from kubernetes.stream import stream as kube_stream
 from kubernetes_asyncio import client as async_client
 from kubernetes_asyncio import config as async_config
+from kubernetes_asyncio import watch as async_watch
+from kubernetes_asyncio.stream import WsApiClient
 
 from sandbox.world import CLUSTERS
 from tests.support.sandbox_process import AuditLog
@@ -88,3 +90,41 @@ async def test_kubernetes_asyncio_lists(sandbox: dict[str, Any], audit: AuditLog
     assert {(p.metadata.namespace, p.metadata.name) for p in pods.items} == SEEDED_PODS
     event = audit.wait(since, user=ALICE, socket=PROD, verb="list", resource="pods")
     assert event["decision"] == "allow"
+
+
+async def test_kubernetes_asyncio_watches_an_event(sandbox: dict[str, Any], audit: AuditLog) -> None:
+    name = "e2e-watched-by-asyncio"
+    since = audit.mark()
+    api = await async_config.new_client_from_config(config_file=sandbox["kubeconfig"], context=CONTEXT)
+    async with api:
+        core = async_client.CoreV1Api(api)
+        listed = await core.list_namespaced_config_map("default")
+        body = async_client.V1ConfigMap(metadata=async_client.V1ObjectMeta(name=name), data={"k": "v"})
+        await core.create_namespaced_config_map("default", body)
+        try:
+            async with async_watch.Watch() as watch:
+                async for event in watch.stream(core.list_namespaced_config_map, "default",
+                                                resource_version=listed.metadata.resource_version,
+                                                timeout_seconds=30):
+                    first = event
+                    break
+            assert (first["type"], first["object"].metadata.name) == ("ADDED", name)
+        finally:
+            await core.delete_namespaced_config_map(name, "default")
+    event = audit.wait(since, user=ALICE, socket=PROD, verb="watch", resource="configmaps", namespace="default")
+    assert event["decision"] == "allow"
+
+
+async def test_kubernetes_asyncio_execs_over_a_websocket(sandbox: dict[str, Any], audit: AuditLog) -> None:
+    since = audit.mark()
+    configuration = async_client.Configuration()
+    await async_config.load_kube_config(config_file=sandbox["kubeconfig"], context=CONTEXT,
+                                        client_configuration=configuration)
+    async with WsApiClient(configuration=configuration) as ws:
+        output = await async_client.CoreV1Api(api_client=ws).connect_get_namespaced_pod_exec(
+            WEB_POD, "default", command=["sh", "-c", "echo from-asyncio"], stdout=True, stderr=True, stdin=False,
+            tty=False,
+        )
+    assert output == "from-asyncio\n"
+    event = audit.wait(since, user=ALICE, socket=PROD, verb="create", subresource="exec", stage="ResponseComplete")
+    assert (event["decision"], event["method"], event["code"]) == ("allow", "GET", 101)
