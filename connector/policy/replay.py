@@ -10,10 +10,11 @@ or stdin, so memory does not grow with the log; a malformed line is counted with
 
 from __future__ import annotations
 
+import functools
 import gzip
 import json
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TextIO
@@ -21,6 +22,7 @@ from typing import Any, TextIO
 from connector.identity import Identity
 from connector.kube.requestinfo import RequestInfo, parse_request_info
 from connector.policy.engine import PolicyEngine
+from connector.policy.model import Policy
 from connector.proxy.handler import Refusal, split_socket_path
 
 DECIDED = frozenset({"allow", "deny"})
@@ -141,8 +143,12 @@ def parse_event(event: Any) -> AuditedRequest | None:
         time=when,
         decision=decision,
         policy=event.get("policy"),
-        info=parse_request_info(method, path, query),
+        info=_parsed(method, path, query),
     )
+
+
+# A log repeats the same few thousand requests: parse each once. parse_request_info is pure.
+_parsed = functools.lru_cache(maxsize=65536)(parse_request_info)
 
 
 def _why(exc: BaseException) -> str:
@@ -161,21 +167,33 @@ class Outcome:
 class Decider:
     """An engine plus the socket tags of its config: decides an audited request as the proxy would.
 
-    Decisions depend on time and source IP only through policy conditions, so when none of the
-    engine's policies has conditions, identical (identity, socket, method, path, query) keys are
-    decided once and cached (bounded)."""
+    A decision depends on the time and the source IP only through policy conditions, so identical
+    (identity, socket, method, path, query) keys are decided once and cached (bounded), with the
+    source IP in the key when some policy has `source_ips` and the event's exact time when some
+    policy has a time condition (`time`, `not_before`, `not_after`)."""
 
-    def __init__(self, engine: PolicyEngine, socket_tags: Mapping[str, Mapping[str, str]], cacheable: bool):
+    def __init__(self, engine: PolicyEngine, socket_tags: Mapping[str, Mapping[str, str]], policies: Sequence[Policy]):
         self._engine = engine
         self._tags = socket_tags
-        self._cache: dict[tuple[Any, ...], Outcome] | None = {} if cacheable else None
+        conditions = [p.conditions for p in policies]
+        self._by_ip = any(c.source_ips is not None for c in conditions)
+        self._by_time = any(c.time is not None or c.not_before or c.not_after for c in conditions)
+        self._cache: dict[tuple[Any, ...], Outcome] = {}
 
     def decide(self, req: AuditedRequest) -> Outcome:
-        key = (req.user, req.groups, req.socket, req.method, req.path, req.query)
-        if self._cache is not None:
-            found = self._cache.get(key)
-            if found is not None:
-                return found
+        key = (
+            req.user,
+            req.groups,
+            req.socket,
+            req.method,
+            req.path,
+            req.query,
+            req.source_ip if self._by_ip else None,
+            req.time if self._by_time else None,
+        )
+        found = self._cache.get(key)
+        if found is not None:
+            return found
         d = self._engine.decide(
             Identity(user=req.user, groups=req.groups),
             req.socket,
@@ -185,10 +203,9 @@ class Decider:
             req.time,
         )
         outcome = Outcome(d.allowed, d.policy, d.reason)
-        if self._cache is not None:
-            if len(self._cache) >= 65536:
-                self._cache.clear()
-            self._cache[key] = outcome
+        if len(self._cache) >= 65536:
+            self._cache.clear()
+        self._cache[key] = outcome
         return outcome
 
 

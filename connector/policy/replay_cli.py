@@ -11,7 +11,6 @@ import json
 import sys
 from typing import Any
 
-from connector.policy.conditions import CompiledConditions
 from connector.policy.engine import PolicyEngine
 from connector.policy.replay import Decider, Filters, ReadStats, read_requests, render_table, replay, summary
 from connector.policy.suggest import suggest_policy
@@ -66,8 +65,7 @@ def _decider(config: str) -> Decider:
     from connector.policy.cli import load_policies, socket_tags
 
     policies = load_policies(config, "replay")
-    cacheable = all(CompiledConditions.compile(p.conditions).trivial for p in policies)
-    return Decider(PolicyEngine(policies), socket_tags(config), cacheable)
+    return Decider(PolicyEngine(policies), socket_tags(config), policies)
 
 
 def _report_malformed(stats: ReadStats, command: str) -> None:

@@ -150,3 +150,102 @@ def test_suggestion_replays_without_change(tmp_path):
     assert "covers" in suggested.stdout
     done = run(tmp_path, "replay", config=suggested.stdout, log=log)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+WEEKDAYS_9_TO_5 = """
+policies:
+  - name: office-hours
+    subjects: {users: [alice]}
+    sockets: [prod]
+    conditions: {time: {days: [mon, tue, wed, thu, fri], hours: "09:00-17:00", timezone: UTC}}
+    kubernetes: {}
+"""
+
+
+@pytest.mark.parametrize(
+    ("when", "allowed"),
+    [
+        ("2026-11-30T08:59:59.999999Z", False),  # a Monday
+        ("2026-11-30T09:00:00.000000Z", True),
+        ("2026-11-30T16:59:59.999999Z", True),
+        ("2026-11-30T17:00:00.000000Z", False),
+        ("2026-11-29T10:00:00.000000Z", False),  # a Sunday
+    ],
+)
+def test_time_window_boundaries_at_each_events_own_time(tmp_path, when, allowed):
+    # Logged as allowed: the replay reports a change exactly when the window excludes that instant.
+    done = run(tmp_path, "replay", config=WEEKDAYS_9_TO_5, log=[event("allow", POD_LIST, time=when)])
+    assert done.returncode == (0 if allowed else 1), done.stdout + done.stderr
+
+
+def test_identical_requests_at_different_times_and_ips_are_decided_each(tmp_path):
+    # The decision cache must not carry one event's time or source IP over to the next.
+    log = [
+        event("allow", POD_LIST, rid="in-hours", time="2026-11-30T10:00:00.000000Z"),
+        event("allow", POD_LIST, rid="after-hours", time="2026-11-30T18:00:00.000000Z"),
+    ]
+    done = run(tmp_path, "replay", "--output", "json", config=WEEKDAYS_9_TO_5, log=log)
+    assert [json.loads(line)["request_id"] for line in done.stdout.splitlines()] == ["after-hours"]
+    log = [event("allow", POD_LIST, rid="office", ip="10.0.0.9"), event("allow", POD_LIST, rid="home", ip="192.0.2.1")]
+    done = run(tmp_path, "replay", "--output", "json", config=OFFICE, log=log)
+    assert [json.loads(line)["request_id"] for line in done.stdout.splitlines()] == ["home"]
+
+
+def test_filters_and_baseline(tmp_path):
+    log = [
+        event("allow", "/api/v1/namespaces/prod/pods", rid="early", time="2026-11-30T10:00:00.000000Z"),
+        event("allow", "/api/v1/namespaces/prod/pods", rid="late", time="2026-12-01T10:00:00.000000Z"),
+    ]
+    done = run(tmp_path, "replay", "--since", "2026-12-01T00:00:00Z", "--output", "json", config=ALICE_READ, log=log)
+    assert [json.loads(line)["request_id"] for line in done.stdout.splitlines()] == ["late"]
+    (tmp_path / "old.yaml").write_text(NONE)
+    # Against a baseline that allowed nothing, ALICE_READ's denial of these is no change.
+    done = run(tmp_path, "replay", "--baseline", str(tmp_path / "old.yaml"), config=ALICE_READ, log=log)
+    assert done.returncode == 0, done.stdout
+
+
+def test_replaying_a_config_over_the_log_it_produced_changes_nothing(tmp_path):
+    """Property, over a seeded random log: decide each event with the engine, log it, replay: no change."""
+    import random
+    from datetime import UTC, datetime, timedelta
+
+    from bench.policy import make_callers, make_policies, make_requests
+    from connector.policy.engine import PolicyEngine
+
+    rng = random.Random(7)
+    policies = make_policies(rng)
+    engine = PolicyEngine(policies)
+    config = {"policies": [p.model_dump(mode="json", exclude_defaults=True) for p in policies]}
+    config["sockets"] = {}
+    requests, callers = make_requests(rng, 400), make_callers(rng, 300)
+    lines = []
+    for i in range(1500):
+        method, path, query = rng.choice(requests)
+        identity, socket, tags, ip = rng.choice(callers)
+        when = datetime(2026, 3, 2, tzinfo=UTC) + timedelta(seconds=rng.randrange(7 * 86400))
+        config["sockets"][socket] = {"tags": tags}
+        from connector.kube.requestinfo import parse_request_info
+
+        decision = engine.decide(identity, socket, tags, parse_request_info(method, path, query), ip, when)
+        lines.append(
+            json.dumps(
+                {
+                    "request_id": str(i),
+                    "stage": "ResponseComplete",
+                    "decision": "allow" if decision.allowed else "deny",
+                    "method": method,
+                    "path": f"/sockets/{socket}{path}",
+                    "query": query,
+                    "source_ip": ip,
+                    "time": when.isoformat(),
+                    "user": identity.user,
+                    "groups": list(identity.groups),
+                    "socket": socket,
+                    "policy": decision.policy,
+                }
+            )
+        )
+    assert any('"allow"' in line for line in lines) and any('"deny"' in line for line in lines)
+    done = run(tmp_path, "replay", config=json.dumps(config), log=lines)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+    assert "1500 requests replayed" in done.stdout
