@@ -17,7 +17,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bench.policy import POLICIES, RULES_PER_POLICY, SOCKETS, make_callers, make_policies, make_requests
+from bench.policy import POLICIES, RULES_PER_POLICY, SOCKETS, make_callers, make_policies, make_requests, print_table
 from connector.policy.engine import PolicyEngine
 from connector.policy.replay import Decider, Filters, ReadStats, read_requests, replay
 
@@ -74,11 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         ("replay, reading included", f"{args.events / best:,.0f} events/s"),
         ("machine", f"Python {platform.python_version()}, {platform.machine()}, one core"),
     ]
-    width = max(len(k) for k, _ in rows)
-    print(f"| {'measure'.ljust(width)} | value |")
-    print(f"|{'-' * (width + 2)}|-------|")
-    for key, value in rows:
-        print(f"| {key.ljust(width)} | {value} |")
+    print_table(rows)
     return 0
 
 
