@@ -3,7 +3,8 @@
 Each audited `allow`/`deny` request is re-decided with the new policies at its own time and source
 IP, parsed exactly as the proxy parses it (split_socket_path, parse_request_info), and compared with
 the logged decision or with a baseline config's. Refusals before policy (`rejected`,
-`unauthenticated`) are counted and skipped; so are `ResponseStarted` events, whose request is
+`unauthenticated`) are counted and skipped, as are the connector's own endpoints (`/v1/sockets`) and
+`ResponseStarted` events, whose request is
 decided once more by its `ResponseComplete`. Lines are read one at a time, from plain or gzip files
 or stdin, so memory does not grow with the log; a malformed line is counted with its file:line.
 """
@@ -23,7 +24,7 @@ from connector.identity import Identity
 from connector.kube.requestinfo import RequestInfo, parse_request_info
 from connector.policy.engine import PolicyEngine
 from connector.policy.model import Policy
-from connector.proxy.handler import Refusal, split_socket_path
+from connector.proxy.handler import SOCKETS_PREFIX, Refusal, split_socket_path
 
 DECIDED = frozenset({"allow", "deny"})
 _MAX_REPORTED_MALFORMED = 20
@@ -124,6 +125,8 @@ def parse_event(event: Any) -> AuditedRequest | None:
     method, raw_path, query = event["method"], event["path"], event.get("query", "")
     if not all(isinstance(v, str) for v in (method, raw_path, query, event["user"], event["time"])):
         raise ValueError("method, path, query, user and time must be strings")
+    if "socket" not in event and not raw_path.startswith(SOCKETS_PREFIX):
+        return None  # a connector endpoint (`/v1/sockets`, the login API), not a Kubernetes request
     socket, path = split_socket_path(raw_path)
     when = datetime.fromisoformat(event["time"])
     if when.tzinfo is None:

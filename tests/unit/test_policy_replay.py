@@ -249,3 +249,27 @@ def test_replaying_a_config_over_the_log_it_produced_changes_nothing(tmp_path):
     done = run(tmp_path, "replay", config=json.dumps(config), log=lines)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr
     assert "1500 requests replayed" in done.stdout
+
+
+def test_connector_endpoints_and_stream_starts_are_skipped(tmp_path):
+    listing = json.dumps(
+        {
+            "request_id": "l",
+            "decision": "allow",
+            "method": "GET",
+            "path": "/v1/sockets",
+            "user": "alice",
+            "time": "2026-11-30T10:00:00Z",
+        }
+    )
+    started = event("allow", "/api/v1/namespaces/prod/pods", stage="ResponseStarted")
+    done = run(
+        tmp_path,
+        "replay",
+        "--output",
+        "json",
+        config=ALICE_READ,
+        log=[listing, started.replace('"ResponseComplete"', '"ResponseStarted"')],
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stderr.splitlines()[-1])["skipped"] == 2
