@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import gzip
 import json
+import random
 import subprocess
 import sys
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+
+from bench.policy import make_callers, make_policies, make_requests
+from connector.kube.requestinfo import parse_request_info
+from connector.policy.engine import PolicyEngine
 
 ALICE_READ = """
 policies:
@@ -206,12 +212,6 @@ def test_filters_and_baseline(tmp_path):
 
 def test_replaying_a_config_over_the_log_it_produced_changes_nothing(tmp_path):
     """Property, over a seeded random log: decide each event with the engine, log it, replay: no change."""
-    import random
-    from datetime import UTC, datetime, timedelta
-
-    from bench.policy import make_callers, make_policies, make_requests
-    from connector.policy.engine import PolicyEngine
-
     rng = random.Random(7)
     policies = make_policies(rng)
     engine = PolicyEngine(policies)
@@ -224,8 +224,6 @@ def test_replaying_a_config_over_the_log_it_produced_changes_nothing(tmp_path):
         identity, socket, tags, ip = rng.choice(callers)
         when = datetime(2026, 3, 2, tzinfo=UTC) + timedelta(seconds=rng.randrange(7 * 86400))
         config["sockets"][socket] = {"tags": tags}
-        from connector.kube.requestinfo import parse_request_info
-
         decision = engine.decide(identity, socket, tags, parse_request_info(method, path, query), ip, when)
         lines.append(
             json.dumps(
