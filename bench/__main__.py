@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("policy", "aws", "proxy")
+BENCHMARKS = ("policy", "replay", "aws", "proxy")
 
 
 def main(argv: list[str]) -> int:

@@ -182,12 +182,17 @@ def main(argv: list[str] | None = None) -> int:
         ("reject_reason", _rate(len(raw), reject_best)),
         ("machine", f"Python {platform.python_version()}, {platform.machine()}, one core"),
     ]
+    print_table(rows)
+    return 0
+
+
+def print_table(rows: list[tuple[str, str]]) -> None:
+    """The figures as the Markdown table the README quotes."""
     width = max(len(k) for k, _ in rows)
     print(f"| {'measure'.ljust(width)} | value |")
     print(f"|{'-' * (width + 2)}|-------|")
     for key, value in rows:
         print(f"| {key.ljust(width)} | {value} |")
-    return 0
 
 
 if __name__ == "__main__":

@@ -22,6 +22,7 @@ from connector.configfile import ConfigError, load_model, parse_yaml, read_confi
 from connector.identity import Identity
 from connector.kube.requestinfo import parse_request_info, reject_reason
 from connector.model import StrictModel
+from connector.policy import replay_cli
 from connector.policy.engine import PolicyEngine
 from connector.policy.model import PolicyList
 
@@ -66,13 +67,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     check.add_argument("method", metavar="METHOD", help="HTTP method (GET, POST, PUT, PATCH, DELETE, HEAD, ...)")
     check.add_argument("target", metavar="PATH[?QUERY]", help="request path as sent, percent-encoded, with its query")
+    replay_cli.configure(commands)
 
 
 def run(args: argparse.Namespace) -> int:
     try:
+        if args.policy_command == "replay":
+            return replay_cli.replay_command(args)
+        if args.policy_command == "suggest":
+            return replay_cli.suggest_command(args)
         return _check(args)
-    except UsageError as exc:
-        print(f"policy check: {exc}", file=sys.stderr)
+    except (UsageError, OSError) as exc:
+        print(f"policy {args.policy_command}: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except ConfigError as exc:
         for line in exc.errors:
@@ -96,11 +102,7 @@ def _check(args: argparse.Namespace) -> int:
             raise UsageError(f"--source-ip {args.source_ip!r} is not an IP address") from None
     now = _parse_time(args.at) if args.at else datetime.now(UTC)
 
-    text = read_config_text(args.config)
-    data = parse_yaml(text, args.config)
-    if not isinstance(data, dict) or "policies" not in data:
-        print(f"policy check: warning: {args.config} has no `policies` key, so nothing is allowed", file=sys.stderr)
-    policies = load_model(PolicyFile, text, args.config).policies
+    policies = load_policies(args.config, "check")
 
     info = parse_request_info(method, path, query)
     identity = Identity(user=args.user, groups=tuple(args.group))
@@ -120,6 +122,28 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_ALLOWED if decision.allowed else EXIT_DENIED
 
 
+def load_policies(config: str, command: str) -> PolicyList:
+    """The policies of a config file (a warning on stderr when it has none: nothing is allowed)."""
+    text = read_config_text(config)
+    data = parse_yaml(text, config)
+    if not isinstance(data, dict) or "policies" not in data:
+        print(f"policy {command}: warning: {config} has no `policies` key, so nothing is allowed", file=sys.stderr)
+    return load_model(PolicyFile, text, config).policies
+
+
+def socket_tags(config: str) -> dict[str, dict[str, str]]:
+    """The `tags` of each socket the config file declares (sockets found by discovery have none here)."""
+    data = parse_yaml(read_config_text(config), config)
+    sockets = data.get("sockets") if isinstance(data, dict) else None
+    if not isinstance(sockets, dict):
+        return {}
+    return {
+        str(name): {str(k): str(v) for k, v in (body.get("tags") or {}).items()}
+        for name, body in sockets.items()
+        if isinstance(body, dict) and isinstance(body.get("tags") or {}, dict)
+    }
+
+
 def _parse_tag(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -127,11 +151,11 @@ def _parse_tag(text: str) -> tuple[str, str]:
     return key, value
 
 
-def _parse_time(text: str) -> datetime:
+def _parse_time(text: str, option: str = "--at") -> datetime:
     try:
         at = datetime.fromisoformat(text)
     except ValueError:
-        raise UsageError(f"--at {text!r} is not an ISO 8601 time (e.g. 2026-05-04T09:30:00Z)") from None
+        raise UsageError(f"{option} {text!r} is not an ISO 8601 time (e.g. 2026-05-04T09:30:00Z)") from None
     if at.tzinfo is None:
-        raise UsageError(f"--at {text!r} has no timezone: add Z or an offset such as +02:00")
+        raise UsageError(f"{option} {text!r} has no timezone: add Z or an offset such as +02:00")
     return at

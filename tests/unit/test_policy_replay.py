@@ -1,0 +1,273 @@
+"""`policy replay` and `policy suggest` over synthetic audit logs, through the real CLI entry point."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import random
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from bench.policy import make_callers, make_policies, make_requests
+from connector.kube.requestinfo import parse_request_info
+from connector.policy.engine import PolicyEngine
+
+ALICE_READ = """
+policies:
+  - name: dev-read
+    subjects: {users: [alice]}
+    sockets: [prod]
+    kubernetes:
+      rules:
+        - {verbs: [get, list], resources: [pods], namespaces: [dev]}
+"""
+NOBODY = "policies: []\n"
+ALL = """
+policies:
+  - name: all
+    subjects: {users: [alice]}
+    sockets: [prod]
+    kubernetes: {}
+"""
+NONE = """
+policies:
+  - name: none
+    subjects: {users: [alice]}
+    sockets: [prod]
+    kubernetes: {rules: []}
+"""
+OFFICE = """
+policies:
+  - name: office
+    subjects: {users: [alice]}
+    sockets: [prod]
+    conditions: {source_ips: [10.0.0.0/24]}
+    kubernetes: {}
+"""
+
+
+def event(decision: str, path: str, *, user: str = "alice", ip: str = "10.0.0.5", rid: str = "r1", **extra) -> str:
+    return json.dumps(
+        {
+            "request_id": rid,
+            "stage": "ResponseComplete",
+            "decision": decision,
+            "code": 200,
+            "method": extra.pop("method", "GET"),
+            "path": "/sockets/prod" + path,
+            "query": extra.pop("query", ""),
+            "source_ip": ip,
+            "time": extra.pop("time", "2026-11-30T10:00:00.000000Z"),
+            "user": user,
+            "groups": [],
+            "socket": "prod",
+            **extra,
+        }
+    )
+
+
+def run(tmp_path: Path, *args: str, config: str | None = None, log: list[str] | None = None):
+    argv = [sys.executable, "-m", "connector", "policy", *args]
+    if config is not None:
+        (tmp_path / "new.yaml").write_text(config)
+        argv += ["--config", str(tmp_path / "new.yaml")]
+    if log is not None:
+        (tmp_path / "audit.log").write_text("\n".join(log) + "\n")
+        argv += ["--audit", str(tmp_path / "audit.log")]
+    return subprocess.run(argv, capture_output=True, text=True, timeout=60)
+
+
+POD_LIST = "/api/v1/namespaces/dev/pods"
+
+
+@pytest.mark.parametrize(
+    ("config", "logged", "path", "ip", "expected"),
+    [
+        (ALICE_READ, "allow", POD_LIST, "10.0.0.5", 0),
+        (ALICE_READ, "deny", POD_LIST, "10.0.0.5", 1),
+        (ALICE_READ, "allow", "/api/v1/namespaces/prod/pods", "10.0.0.5", 1),
+        (NOBODY, "allow", POD_LIST, "10.0.0.5", 1),
+        (ALL, "deny", "/api/v1/namespaces/prod/secrets", "10.0.0.5", 1),
+        (NONE, "allow", POD_LIST, "10.0.0.5", 1),
+        (NONE, "deny", POD_LIST, "10.0.0.5", 0),
+        (OFFICE, "allow", POD_LIST, "10.0.0.255", 0),
+        (OFFICE, "allow", POD_LIST, "10.0.1.0", 1),
+    ],
+)
+def test_replay_table(tmp_path, config, logged, path, ip, expected):
+    done = run(tmp_path, "replay", config=config, log=[event(logged, path, ip=ip)])
+    assert done.returncode == expected, done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_json_output_and_malformed_lines(tmp_path):
+    log = [event("allow", "/api/v1/namespaces/prod/pods", rid="x1"), "{not json", event("rejected", "/api")]
+    done = run(tmp_path, "replay", "--output", "json", config=ALICE_READ, log=log)
+    assert done.returncode == 1
+    change = json.loads(done.stdout.splitlines()[0])
+    assert (change["request_id"], change["before"], change["after"]) == ("x1", "allow", "deny")
+    assert "audit.log:2" in done.stderr
+    summary = json.loads(done.stderr.splitlines()[-1])
+    assert summary["malformed"] == 1 and summary["skipped"] == 1 and summary["newly_denied"] == 1
+
+
+def test_rotated_gzip_file(tmp_path):
+    rotated = tmp_path / "audit.log.1.gz"
+    with gzip.open(rotated, "wt") as f:
+        f.write(event("allow", "/api/v1/namespaces/prod/pods") + "\n")
+    (tmp_path / "new.yaml").write_text(ALICE_READ)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "connector",
+            "policy",
+            "replay",
+            "--config",
+            str(tmp_path / "new.yaml"),
+            "--audit",
+            str(rotated),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1 and "newly denied" in done.stdout
+
+
+def test_bad_input_exits_2_in_one_line(tmp_path):
+    done = run(tmp_path, "replay", "--audit", str(tmp_path / "missing.log"), config=ALICE_READ)
+    assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+def test_suggestion_replays_without_change(tmp_path):
+    log = [
+        event("allow", "/api/v1/namespaces/dev/pods/web-1", rid="a"),
+        event("allow", "/apis/apps/v1/namespaces/dev/deployments", rid="b"),
+        event("allow", "/api/v1/pods", rid="c"),
+        event("deny", "/api/v1/namespaces/dev/secrets", rid="d"),
+    ]
+    suggested = run(tmp_path, "suggest", "--user", "alice", log=log)
+    assert suggested.returncode == 0, suggested.stderr
+    assert "covers" in suggested.stdout
+    done = run(tmp_path, "replay", config=suggested.stdout, log=log)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+WEEKDAYS_9_TO_5 = """
+policies:
+  - name: office-hours
+    subjects: {users: [alice]}
+    sockets: [prod]
+    conditions: {time: {days: [mon, tue, wed, thu, fri], hours: "09:00-17:00", timezone: UTC}}
+    kubernetes: {}
+"""
+
+
+@pytest.mark.parametrize(
+    ("when", "allowed"),
+    [
+        ("2026-11-30T08:59:59.999999Z", False),  # a Monday
+        ("2026-11-30T09:00:00.000000Z", True),
+        ("2026-11-30T16:59:59.999999Z", True),
+        ("2026-11-30T17:00:00.000000Z", False),
+        ("2026-11-29T10:00:00.000000Z", False),  # a Sunday
+    ],
+)
+def test_time_window_boundaries_at_each_events_own_time(tmp_path, when, allowed):
+    # Logged as allowed: the replay reports a change exactly when the window excludes that instant.
+    done = run(tmp_path, "replay", config=WEEKDAYS_9_TO_5, log=[event("allow", POD_LIST, time=when)])
+    assert done.returncode == (0 if allowed else 1), done.stdout + done.stderr
+
+
+def test_identical_requests_at_different_times_and_ips_are_decided_each(tmp_path):
+    # The decision cache must not carry one event's time or source IP over to the next.
+    log = [
+        event("allow", POD_LIST, rid="in-hours", time="2026-11-30T10:00:00.000000Z"),
+        event("allow", POD_LIST, rid="after-hours", time="2026-11-30T18:00:00.000000Z"),
+    ]
+    done = run(tmp_path, "replay", "--output", "json", config=WEEKDAYS_9_TO_5, log=log)
+    assert [json.loads(line)["request_id"] for line in done.stdout.splitlines()] == ["after-hours"]
+    log = [event("allow", POD_LIST, rid="office", ip="10.0.0.9"), event("allow", POD_LIST, rid="home", ip="192.0.2.1")]
+    done = run(tmp_path, "replay", "--output", "json", config=OFFICE, log=log)
+    assert [json.loads(line)["request_id"] for line in done.stdout.splitlines()] == ["home"]
+
+
+def test_filters_and_baseline(tmp_path):
+    log = [
+        event("allow", "/api/v1/namespaces/prod/pods", rid="early", time="2026-11-30T10:00:00.000000Z"),
+        event("allow", "/api/v1/namespaces/prod/pods", rid="late", time="2026-12-01T10:00:00.000000Z"),
+    ]
+    done = run(tmp_path, "replay", "--since", "2026-12-01T00:00:00Z", "--output", "json", config=ALICE_READ, log=log)
+    assert [json.loads(line)["request_id"] for line in done.stdout.splitlines()] == ["late"]
+    (tmp_path / "old.yaml").write_text(NONE)
+    # Against a baseline that allowed nothing, ALICE_READ's denial of these is no change.
+    done = run(tmp_path, "replay", "--baseline", str(tmp_path / "old.yaml"), config=ALICE_READ, log=log)
+    assert done.returncode == 0, done.stdout
+
+
+def test_replaying_a_config_over_the_log_it_produced_changes_nothing(tmp_path):
+    """Property, over a seeded random log: decide each event with the engine, log it, replay: no change."""
+    rng = random.Random(7)
+    policies = make_policies(rng)
+    engine = PolicyEngine(policies)
+    config = {"policies": [p.model_dump(mode="json", exclude_defaults=True) for p in policies]}
+    config["sockets"] = {}
+    requests, callers = make_requests(rng, 400), make_callers(rng, 300)
+    lines = []
+    for i in range(1500):
+        method, path, query = rng.choice(requests)
+        identity, socket, tags, ip = rng.choice(callers)
+        when = datetime(2026, 3, 2, tzinfo=UTC) + timedelta(seconds=rng.randrange(7 * 86400))
+        config["sockets"][socket] = {"tags": tags}
+        decision = engine.decide(identity, socket, tags, parse_request_info(method, path, query), ip, when)
+        lines.append(
+            json.dumps(
+                {
+                    "request_id": str(i),
+                    "stage": "ResponseComplete",
+                    "decision": "allow" if decision.allowed else "deny",
+                    "method": method,
+                    "path": f"/sockets/{socket}{path}",
+                    "query": query,
+                    "source_ip": ip,
+                    "time": when.isoformat(),
+                    "user": identity.user,
+                    "groups": list(identity.groups),
+                    "socket": socket,
+                    "policy": decision.policy,
+                }
+            )
+        )
+    assert any('"allow"' in line for line in lines) and any('"deny"' in line for line in lines)
+    done = run(tmp_path, "replay", config=json.dumps(config), log=lines)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+    assert "1500 requests replayed" in done.stdout
+
+
+def test_connector_endpoints_and_stream_starts_are_skipped(tmp_path):
+    listing = json.dumps(
+        {
+            "request_id": "l",
+            "decision": "allow",
+            "method": "GET",
+            "path": "/v1/sockets",
+            "user": "alice",
+            "time": "2026-11-30T10:00:00Z",
+        }
+    )
+    started = event("allow", "/api/v1/namespaces/prod/pods", stage="ResponseStarted")
+    done = run(
+        tmp_path,
+        "replay",
+        "--output",
+        "json",
+        config=ALICE_READ,
+        log=[listing, started.replace('"ResponseComplete"', '"ResponseStarted"')],
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert json.loads(done.stderr.splitlines()[-1])["skipped"] == 2
