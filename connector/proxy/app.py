@@ -171,15 +171,17 @@ MAX_HEADER_LINE = 32 * 1024
 def runner_options(server: ServerConfig) -> dict[str, Any]:
     """aiohttp server settings: our own limits and a handler cancelled when its client disconnects.
 
-    aiohttp's parser limits are set at twice ours, so that a request over our limits reaches the
+    aiohttp's header limits are set at twice ours, so that a request over our limits reaches the
     handler and gets a 413 Status; only one past twice the limits, or with a header line longer than
-    MAX_HEADER_LINE, is refused by aiohttp itself (400).
+    MAX_HEADER_LINE, is refused by aiohttp itself (400). The request target is capped at our own limit
+    in the parser (aiohttp's max_line_size applies to the target while it is still being read): a
+    longer one is refused (400) before any handler splits its query.
     """
     limits = server.limits
     return {
         "handler_cancellation": True,
         "access_log": None,
-        "max_line_size": limits.max_header_bytes * 2,
+        "max_line_size": limits.max_request_line_bytes,
         "max_field_size": min(limits.max_header_bytes * 2, MAX_HEADER_LINE),
         "max_headers": limits.max_header_count * 2,
         "shutdown_timeout": server.shutdown_grace_seconds,

@@ -63,6 +63,10 @@ class LimitsConfig(StrictModel):
 
     # Go's http.DefaultMaxHeaderBytes, which kube-apiserver uses.
     max_header_bytes: int = Field(default=1 << 20, ge=8 << 10, le=16 << 20)
+    # The request target (path and query). aiohttp's parser refuses a longer one while reading it, so
+    # an unauthenticated client cannot make the connector split and audit megabytes of query pairs.
+    # 16 KiB is far above any Kubernetes client's URL (the longest are label and field selectors).
+    max_request_line_bytes: int = Field(default=16 << 10, ge=1 << 10, le=1 << 20)
     max_header_count: int = Field(default=256, ge=32, le=4096)
     # kube-apiserver refuses write bodies over 3 MiB; a bigger body could only fail upstream.
     max_body_bytes: int = Field(default=3 << 20, ge=1 << 10, le=1 << 30)

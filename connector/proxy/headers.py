@@ -40,6 +40,9 @@ FRONT_PROXY_PREFIXES: tuple[str, ...] = ("x-remote-user", "x-remote-group", "x-r
 # `Expect: 100-continue` is answered by the connector's server; the cluster sees the whole body anyway.
 # Host and Content-Length are set by the HTTP client for the upstream request.
 REQUEST_ONLY: frozenset[str] = frozenset({"expect", "host"})
+# A service reached through a proxy subresource may honour these and run another method than the one the
+# policy decided on (a GET allowed by a read-only socket turned into a DELETE).
+METHOD_OVERRIDE: frozenset[str] = frozenset({"x-http-method-override", "x-http-method", "x-method-override"})
 # Websocket compression would hide the relayed frames from the session recorder.
 WEBSOCKET_EXTENSIONS = "sec-websocket-extensions"
 # How browsers (and some clients) pass a bearer token on websockets; a client credential like Authorization.
@@ -93,7 +96,7 @@ def without_bearer_protocol(value: str) -> str:
 
 # The sets and prefixes above merged, so that each client header costs one set lookup and one startswith.
 _DROPPED_NAMES: frozenset[str] = (
-    HOP_BY_HOP | CLIENT_CREDENTIALS | FORWARDING | REQUEST_ONLY | {WEBSOCKET_EXTENSIONS, AUDIT_ID}
+    HOP_BY_HOP | CLIENT_CREDENTIALS | FORWARDING | REQUEST_ONLY | METHOD_OVERRIDE | {WEBSOCKET_EXTENSIONS, AUDIT_ID}
 )
 _DROPPED_PREFIXES: tuple[str, ...] = (*FRONT_PROXY_PREFIXES, "impersonate-")
 

@@ -150,3 +150,21 @@ async def test_denied_by_policy_is_403_naming_socket_and_reason(
     await assert_refused(h, 403, status, body)
     assert words in body.decode()
     assert h.audit_events()[-1]["decision"] == "deny"
+
+
+async def test_a_megabyte_request_line_is_refused_while_read_and_never_audited_whole(tmp_path: Path) -> None:
+    """As found: 900k `a&` pairs (1.8 MB target), no token, took seconds of event-loop time and wrote a
+    1.8 MB audit line. With the default limits the parser refuses the target once it passes 16 KiB."""
+    async with ProxyHarness(tmp_path) as h:
+        await _megabyte_request_line(h)
+
+
+async def _megabyte_request_line(h: ProxyHarness) -> None:
+    status, data = await h.raw(
+        b"GET " + PODS.encode() + b"?" + b"a&" * 900_000 + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    assert status == 400, data[:300]
+    assert h.upstream.requests == []
+    assert not any(len(event.get("path", "")) > 16 << 10 for event in h.audit_events())
+    status, _, body = await h.request("GET", f"{PODS}?" + "a&" * 3000, user="bob")
+    assert status == 200, body[:300]

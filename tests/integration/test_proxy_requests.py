@@ -52,6 +52,7 @@ async def test_client_identity_never_reaches_the_cluster(h: ProxyHarness) -> Non
             "X-Forwarded-For": "6.6.6.6",
             "X-Remote-User": "system:admin",
             "X-Remote-Group": "system:masters",
+            "X-HTTP-Method-Override": "DELETE",
             "Accept": "application/json;as=Table;v=v1;g=meta.k8s.io",
         },
     )
@@ -59,7 +60,8 @@ async def test_client_identity_never_reaches_the_cluster(h: ProxyHarness) -> Non
     seen = h.upstream.requests[-1].headers
     assert seen.getall("Authorization") == [f"Bearer {UPSTREAM_TOKEN}"]
     assert seen.getall("X-Forwarded-For") == ["127.0.0.1"]
-    for name in ("Cookie", "X-Remote-User", "X-Remote-Group", "Impersonate-User", "Impersonate-Group"):
+    for name in ("Cookie", "X-Remote-User", "X-Remote-Group", "Impersonate-User", "Impersonate-Group",
+                 "X-HTTP-Method-Override"):
         assert name not in seen, name
     assert seen["Accept"] == "application/json;as=Table;v=v1;g=meta.k8s.io"
 
