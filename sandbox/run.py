@@ -45,7 +45,7 @@ from connector.client.kubeconfig_edit import apply_entries, connector_entries, r
 from infra.aws_auth import RoleMapping
 from infra.aws_auth_resource import Conflict, KubernetesConfigMapApi, apply_role_mapping
 from infra.iam_documents import connector_policy, principals_trust_policy
-from infra.rbac import FULL_ACCESS, group_subject, rbac_manifests
+from infra.rbac import FULL_ACCESS, group_access_manifests
 from sandbox.apiserver import EmulatedApiServer
 from sandbox.apiserver.catalog import lookup
 from sandbox.apiserver.errors import ApiError
@@ -300,7 +300,7 @@ class Sandbox:
         # (the node role's entry kept byte for byte, a 409 retried), then the connector's group RBAC.
         mapping = RoleMapping(role_arn, CONNECTOR_USERNAME, (KUBERNETES_GROUP,))
         apply_role_mapping(StoreConfigMaps(server.store), mapping)
-        for manifest in rbac_manifests(FULL_ACCESS, group_subject(KUBERNETES_GROUP)):
+        for manifest in group_access_manifests(FULL_ACCESS, KUBERNETES_GROUP):
             server.store.apply(manifest)
 
     def _minor(self, cluster: DemoCluster) -> str:
@@ -359,7 +359,7 @@ class Sandbox:
                 # What `pulumi up` does per cluster in aws-auth mode, with the very applier it runs.
                 mapping = RoleMapping(role_arn, CONNECTOR_USERNAME, (KUBERNETES_GROUP,))
                 apply_role_mapping(KubernetesConfigMapApi(kubeconfig, cluster.name), mapping)
-                seeding.create_objects(api, rbac_manifests(FULL_ACCESS, group_subject(KUBERNETES_GROUP)))
+                seeding.create_objects(api, group_access_manifests(FULL_ACCESS, KUBERNETES_GROUP))
                 seeding.wait_for_running_pods(api, [(o["metadata"]["namespace"], o["metadata"]["name"])
                                                     for o in objects if o["kind"] == "Pod"])
         except seeding.SeedError as exc:
