@@ -225,6 +225,8 @@ def run(args: argparse.Namespace) -> int:
     handlers = {"login": cmd_login, "token": cmd_token, "sockets": cmd_sockets, "kubeconfig": cmd_kubeconfig}
     try:
         return handlers[args.action](args)
+    except BrokenPipeError:
+        raise  # the reader went away (`| head`): connector.cli ends quietly
     except api.NotLoggedIn as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAIL
