@@ -73,4 +73,20 @@ def main(argv: list[str]) -> int:
         print(_top_level_help(), file=sys.stderr)
         return EXIT_USAGE
     args = build_parser(command).parse_args(argv[1:])
-    return int(args._run(args))
+    try:
+        code = int(args._run(args))
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _quiet_after_broken_pipe()
+    return code
+
+
+def _quiet_after_broken_pipe() -> int:
+    """`... | head` closed our stdout: stop quietly, as cat does. Point stdout at /dev/null so that the
+    interpreter's final flush does not report the broken pipe again."""
+    import os
+
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 0

@@ -58,7 +58,7 @@ class ClusterAccess(pulumi.ComponentResource):
         if args.rbac_rules:
             provider = k8s.Provider(name, kubeconfig=args.kubeconfig, opts=pulumi.ResourceOptions(parent=self))
             on_cluster = pulumi.ResourceOptions(parent=self, provider=provider)
-            role, binding = rbac.rbac_manifests(args.rbac_rules, rbac.group_subject(args.group))
+            role, binding = rbac.group_access_manifests(args.rbac_rules, args.group)
             created_role = declare(f"{name}-role", role, on_cluster)
             after_role = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[created_role])
             declare(f"{name}-binding", binding, after_role)

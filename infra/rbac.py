@@ -15,11 +15,22 @@ from connector.kube.rbac import PolicyRule
 
 RBAC_API_VERSION = "rbac.authorization.k8s.io/v1"
 RBAC_GROUP = "rbac.authorization.k8s.io"
-DEFAULT_NAME = "eks-access-connector"
+# Two different grants, so two different names: applying one must never replace the other (it did:
+# the rendered binding replaced the mapped group's subject and cut every user off).
+GROUP_ACCESS_NAME = "eks-access-connector-cluster-access"  # the group the connector's IAM role is mapped to
+IN_CLUSTER_NAME = "eks-access-connector-in-cluster"  # the service account of a connector in its own cluster
 SYSTEM_MASTERS = "system:masters"  # Border0's option (a): cluster-admin, no RBAC objects of ours
+MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY_PULUMI = "pulumi"
+MANAGED_BY_RENDER = "infra-render"  # `python -m infra render`, applied with kubectl
 LABELS = {"app.kubernetes.io/name": "eks-access-connector", "app.kubernetes.io/component": "cluster-access"}
 
-FULL_ACCESS: tuple[PolicyRule, ...] = (PolicyRule(verbs=("*",), api_groups=("*",), resources=("*",)),)
+# nonResourceURLs too, so `kubectl get --raw /healthz` (or any non-resource path) through a socket
+# reaches the cluster whenever the user's policy allows it.
+FULL_ACCESS: tuple[PolicyRule, ...] = (
+    PolicyRule(verbs=("*",), api_groups=("*",), resources=("*",)),
+    PolicyRule(verbs=("*",), non_resource_urls=("*",)),
+)
 READ_ONLY: tuple[PolicyRule, ...] = (PolicyRule(verbs=("get", "list", "watch"), api_groups=("*",), resources=("*",)),)
 PRESETS = {"full": FULL_ACCESS, "read-only": READ_ONLY}
 
@@ -67,27 +78,42 @@ def service_account_subject(name: str, namespace: str) -> dict[str, str]:
     return {"kind": "ServiceAccount", "name": name, "namespace": namespace}
 
 
-def cluster_role(rules: Sequence[PolicyRule], name: str = DEFAULT_NAME) -> dict[str, Any]:
+def _metadata(name: str, managed_by: str) -> dict[str, Any]:
+    return {"name": name, "labels": {**LABELS, MANAGED_BY: managed_by}}
+
+
+def cluster_role(rules: Sequence[PolicyRule], name: str, managed_by: str) -> dict[str, Any]:
     if not rules:
         raise ValueError("the connector's ClusterRole needs at least one rule")
     return {
         "apiVersion": RBAC_API_VERSION,
         "kind": "ClusterRole",
-        "metadata": {"name": name, "labels": dict(LABELS)},
+        "metadata": _metadata(name, managed_by),
         "rules": [rule_manifest(rule) for rule in rules],
     }
 
 
-def cluster_role_binding(subject: dict[str, str], name: str = DEFAULT_NAME) -> dict[str, Any]:
+def cluster_role_binding(subject: dict[str, str], name: str, managed_by: str) -> dict[str, Any]:
     return {
         "apiVersion": RBAC_API_VERSION,
         "kind": "ClusterRoleBinding",
-        "metadata": {"name": name, "labels": dict(LABELS)},
+        "metadata": _metadata(name, managed_by),
         "roleRef": {"apiGroup": RBAC_GROUP, "kind": "ClusterRole", "name": name},
         "subjects": [subject],
     }
 
 
-def rbac_manifests(rules: Sequence[PolicyRule], subject: dict[str, str], name: str = DEFAULT_NAME) -> list[dict]:
+def rbac_manifests(rules: Sequence[PolicyRule], subject: dict[str, str], name: str, managed_by: str) -> list[dict]:
     """ClusterRole + ClusterRoleBinding, in the order they must be applied."""
-    return [cluster_role(rules, name), cluster_role_binding(subject, name)]
+    return [cluster_role(rules, name, managed_by), cluster_role_binding(subject, name, managed_by)]
+
+
+def group_access_manifests(rules: Sequence[PolicyRule], group: str, managed_by: str = MANAGED_BY_PULUMI) -> list[dict]:
+    """The grant of the group the connector's IAM role is mapped to (aws-auth or an access entry)."""
+    return rbac_manifests(rules, group_subject(group), GROUP_ACCESS_NAME, managed_by)
+
+
+def in_cluster_manifests(rules: Sequence[PolicyRule], service_account: str, namespace: str) -> list[dict]:
+    """The grant of a connector's service account in the cluster it runs in (`python -m infra render`)."""
+    subject = service_account_subject(service_account, namespace)
+    return rbac_manifests(rules, subject, IN_CLUSTER_NAME, MANAGED_BY_RENDER)

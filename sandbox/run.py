@@ -24,6 +24,7 @@ kube-apiserver, etcd and the connector run in child processes, as they would in 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import logging
 import os
@@ -45,7 +46,7 @@ from connector.client.kubeconfig_edit import apply_entries, connector_entries, r
 from infra.aws_auth import RoleMapping
 from infra.aws_auth_resource import Conflict, KubernetesConfigMapApi, apply_role_mapping
 from infra.iam_documents import connector_policy, principals_trust_policy
-from infra.rbac import FULL_ACCESS, group_subject, rbac_manifests
+from infra.rbac import FULL_ACCESS, group_access_manifests
 from sandbox.apiserver import EmulatedApiServer
 from sandbox.apiserver.catalog import lookup
 from sandbox.apiserver.errors import ApiError
@@ -96,19 +97,50 @@ def check_port_free(port: int) -> None:
             ) from None
 
 
-def prepare_state_dir(path: Path) -> None:
-    """Empty `path` for a new run, refusing to wipe a directory the sandbox did not create."""
+def prepare_state_dir(path: Path) -> int:
+    """Empty `path` for a new run and claim it; returns the open descriptor that holds the claim.
+
+    Refuses to wipe a directory the sandbox did not create, or one a running sandbox holds: the claim
+    is an flock on DIR/.sandbox-state (released by the kernel when its process ends, so a killed
+    sandbox never leaves a stale claim), and the file names the holder's PID."""
+    marker = path / STATE_MARKER
     if path.exists():
         if not path.is_dir():
             raise SandboxError(f"--dir {path} exists and is not a directory")
-        if any(path.iterdir()) and not (path / STATE_MARKER).exists():
+        if any(path.iterdir()) and not marker.exists():
             raise SandboxError(
                 f"--dir {path} is not empty and holds no earlier sandbox state ({STATE_MARKER}); "
                 "the sandbox wipes its directory at start, so give it a new or empty one"
             )
+        refuse_if_running(path)
         shutil.rmtree(path)
     path.mkdir(parents=True)
-    (path / STATE_MARKER).write_text("python -m sandbox state directory: wiped at every start\n")
+    marker.write_text("python -m sandbox state directory: wiped at every start\n")
+    claim = _claim(marker)
+    with marker.open("a") as f:
+        f.write(f"pid {os.getpid()}\n")
+    return claim
+
+
+def refuse_if_running(path: Path) -> None:
+    """Raise SandboxError naming the PID of the sandbox that runs on `path`, if one does."""
+    marker = path / STATE_MARKER
+    if marker.is_file():
+        os.close(_claim(marker))
+
+
+def _claim(marker: Path) -> int:
+    fd = os.open(marker, os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        holder = next((line.split()[1] for line in marker.read_text().splitlines() if line.startswith("pid ")), "?")
+        raise SandboxError(
+            f"--dir {marker.parent} is in use by the sandbox running as PID {holder}: stop it first, "
+            "or give this one another --dir"
+        ) from None
+    return fd
 
 
 def _trust(ca_file: Path) -> ssl.SSLContext | None:
@@ -156,16 +188,18 @@ class Sandbox:
     issuer: OidcIssuer | None = None
     connector: subprocess.Popen[bytes] | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    _dir_claim: int | None = None  # the flock on DIR/.sandbox-state, held while this sandbox runs
 
     # --- lifecycle -------------------------------------------------------------------------------
 
     async def start(self) -> dict[str, Any]:
         """Start everything; returns what DIR/sandbox.json holds. Raises SandboxError with what to do."""
+        refuse_if_running(self.state_dir)  # first: a second sandbox on one --dir is told whose it is
         if self.port:
             check_port_free(self.port)
         else:
             self.port = free_port()
-        prepare_state_dir(self.state_dir)
+        self._dir_claim = prepare_state_dir(self.state_dir)
         try:
             await self._start()
         except BaseException:
@@ -256,6 +290,9 @@ class Sandbox:
             await self.etcd.stop()
             self.etcd = None
         self.aws.stop()
+        if self._dir_claim is not None:
+            os.close(self._dir_claim)
+            self._dir_claim = None
 
     @property
     def token_cache(self) -> Path:
@@ -300,7 +337,7 @@ class Sandbox:
         # (the node role's entry kept byte for byte, a 409 retried), then the connector's group RBAC.
         mapping = RoleMapping(role_arn, CONNECTOR_USERNAME, (KUBERNETES_GROUP,))
         apply_role_mapping(StoreConfigMaps(server.store), mapping)
-        for manifest in rbac_manifests(FULL_ACCESS, group_subject(KUBERNETES_GROUP)):
+        for manifest in group_access_manifests(FULL_ACCESS, KUBERNETES_GROUP):
             server.store.apply(manifest)
 
     def _minor(self, cluster: DemoCluster) -> str:
@@ -359,7 +396,7 @@ class Sandbox:
                 # What `pulumi up` does per cluster in aws-auth mode, with the very applier it runs.
                 mapping = RoleMapping(role_arn, CONNECTOR_USERNAME, (KUBERNETES_GROUP,))
                 apply_role_mapping(KubernetesConfigMapApi(kubeconfig, cluster.name), mapping)
-                seeding.create_objects(api, rbac_manifests(FULL_ACCESS, group_subject(KUBERNETES_GROUP)))
+                seeding.create_objects(api, group_access_manifests(FULL_ACCESS, KUBERNETES_GROUP))
                 seeding.wait_for_running_pods(api, [(o["metadata"]["namespace"], o["metadata"]["name"])
                                                     for o in objects if o["kind"] == "Pod"])
         except seeding.SeedError as exc:

@@ -18,9 +18,12 @@ class AssumeRoleProvider(CredentialProvider):
     METHOD = "assume-role"
     CANONICAL_NAME = "custom-connector-assume-role"
 
-    def __init__(self, base: boto3.Session, role_arn: str, *, session_name: str, external_id: str | None = None):
+    def __init__(
+        self, base: boto3.Session, role_arn: str, *, session_name: str, sts_region: str, external_id: str | None = None
+    ):
         super().__init__()
         self._base = base
+        self._sts_region = sts_region
         self._role_arn = role_arn
         self._extra = {"RoleSessionName": session_name}
         if external_id is not None:
@@ -32,8 +35,12 @@ class AssumeRoleProvider(CredentialProvider):
             raise CredentialRetrievalError(
                 provider=self.METHOD, error_msg=f"no AWS credentials found to assume {self._role_arn} with"
             )
+        def sts_client(service: str, **kwargs: object) -> object:
+            # botocore asks for STS without a region; with none configured that is a NoRegionError.
+            return self._base.client(service, **{"region_name": self._sts_region, **kwargs})
+
         fetcher = AssumeRoleCredentialFetcher(
-            client_creator=self._base.client,
+            client_creator=sts_client,
             source_credentials=source,
             role_arn=self._role_arn,
             extra_args=dict(self._extra),

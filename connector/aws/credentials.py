@@ -87,11 +87,16 @@ class AwsCredentials(StrictModel):
         return f"role {self.role_arn} assumed with {base}"
 
 
+STS_GLOBAL_REGION = "us-east-1"
+
+
 def make_session(creds: AwsCredentials | None, *, region: str | None = None) -> boto3.Session:
     """A boto3 session for `creds` (None: the default chain). No network I/O happens here: credentials
     are resolved, and a role assumed, when a client first needs them (so call that from a thread).
 
-    `region` is the session's default region; an assumed role's STS calls use it too.
+    `region` is the session's default region; an assumed role's STS calls use it too, or, when neither
+    it nor the environment names one, STS's global region (`discover --regions` without
+    AWS_DEFAULT_REGION must not end in NoRegionError).
     """
     import boto3
     import botocore.session
@@ -104,7 +109,8 @@ def make_session(creds: AwsCredentials | None, *, region: str | None = None) -> 
         return base
     core = botocore.session.Session(profile=creds.profile)
     provider = AssumeRoleProvider(
-        base, creds.role_arn, session_name=creds.session_name or DEFAULT_SESSION_NAME, external_id=creds.external_id
+        base, creds.role_arn, session_name=creds.session_name or DEFAULT_SESSION_NAME, external_id=creds.external_id,
+        sts_region=region or base.region_name or STS_GLOBAL_REGION,
     )
     # First in the chain: the role's credentials are the only ones this session may use.
     core.get_component("credential_provider").insert_before("env", provider)

@@ -128,7 +128,13 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(exc, file=sys.stderr)
         return EXIT_USAGE
-    logging.basicConfig(level=logging.WARNING, format="discover: %(message)s", stream=sys.stderr)
+    # Only our own warnings, one line each: botocore logs a failed credential refresh with its traceback,
+    # and the scan reports the same failure per region in words.
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("discover: %(message)s"))
+    ours = logging.getLogger("connector")
+    ours.addHandler(handler)
+    ours.setLevel(logging.WARNING)
     result = asyncio.run(scan_once(DiscoveryConfig(aws_eks=[source])))
     clusters = [result.clusters[name] for name in sorted(result.clusters)]
     if args.output == "json":

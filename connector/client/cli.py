@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import webbrowser
 from pathlib import Path
@@ -40,9 +41,19 @@ def _connector_url(value: str) -> str:
     return value.rstrip("/")
 
 
+def _readable_file(value: str) -> str:
+    path = Path(value)
+    if not path.is_file():
+        raise argparse.ArgumentTypeError(f"{value}: no such file" if not path.exists() else f"{value}: not a file")
+    return value
+
+
 def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--connector", required=True, type=_connector_url, help="the connector's URL, https://host:port")
-    p.add_argument("--ca-file", help="the connector's CA certificate (PEM), when it is not in the system trust store")
+    p.add_argument(
+        "--ca-file", type=_readable_file,
+        help="the connector's CA certificate (PEM), when it is not in the system trust store",
+    )
     p.add_argument("--profile", default="default", help="keep several logins to one connector apart")
     p.add_argument("--cache-dir", type=Path, help=argparse.SUPPRESS)
 
@@ -186,6 +197,10 @@ def _our_contexts(config: dict, args: argparse.Namespace) -> list[str]:
 
 def cmd_kubeconfig(args: argparse.Namespace) -> int:
     path = args.kubeconfig or default_kubeconfig_path()
+    if path.is_dir():
+        origin = "--kubeconfig" if args.kubeconfig else "KUBECONFIG" if os.environ.get("KUBECONFIG") else "kubeconfig"
+        print(f"error: {origin} {path} is a directory, not a kubeconfig file", file=sys.stderr)
+        return EXIT_USAGE
     if args.kubeconfig_action == "unset":
         removed = edit_kubeconfig(path, lambda config: remove_entries(config, _our_contexts(config, args))[1])
         print(f"Removed {len(removed)} context(s) from {path}: {', '.join(removed) or 'none'}", file=sys.stderr)
@@ -210,6 +225,8 @@ def run(args: argparse.Namespace) -> int:
     handlers = {"login": cmd_login, "token": cmd_token, "sockets": cmd_sockets, "kubeconfig": cmd_kubeconfig}
     try:
         return handlers[args.action](args)
+    except BrokenPipeError:
+        raise  # the reader went away (`| head`): connector.cli ends quietly
     except api.NotLoggedIn as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAIL

@@ -1,7 +1,7 @@
 """Add and remove the connector's entries in a user's kubeconfig without touching anything else.
 
-The file is locked while it is read, changed and replaced (kubectl itself and other tools may be
-writing it), replaced atomically, and keeps its permissions. Entries are named after the socket, so
+The file is locked the way kubectl locks it while it is read, changed and replaced (kubectl itself
+may be writing it), replaced atomically, and keeps its permissions. Entries are named after the socket, so
 running `kubeconfig set` again updates them in place.
 """
 
@@ -18,9 +18,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
-from filelock import FileLock
 
 from connector.client.files import replace_file
+from connector.client.kubeconfig_lock import kubeconfig_lock
 
 
 @dataclass(frozen=True)
@@ -155,7 +155,7 @@ def edit_kubeconfig(path: Path, change: Any) -> Any:
     """Lock `path`, load it (missing = empty), apply `change(config) -> result`, write it back atomically
     with the same permissions (0600 for a new file), and return the result."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(path) + ".lock", timeout=30):
+    with kubeconfig_lock(path):
         try:
             text = path.read_text()
             mode = stat.S_IMODE(path.stat().st_mode)

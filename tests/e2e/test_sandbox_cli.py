@@ -77,3 +77,18 @@ def test_a_directory_it_did_not_create_is_not_wiped(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert f"--dir {tmp_path} is not empty and holds no earlier sandbox state" in done.stderr, done.stderr
     assert precious.read_text() == "keep me"
+
+
+def test_a_second_sandbox_on_a_running_sandboxs_dir_is_refused_and_wipes_nothing(
+    sandbox_process: SandboxProcess, tmp_path: Path
+) -> None:
+    state = sandbox_process.state_dir
+    before = sorted(p.name for p in state.iterdir())
+    done = _sandbox("--dir", str(state), "--port", "0")
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        f"sandbox: --dir {state} is in use by the sandbox running as PID {sandbox_process.process.pid}: "
+        "stop it first, or give this one another --dir"
+    ), done.stderr
+    assert sorted(p.name for p in state.iterdir()) == before
+    assert (state / "sandbox.json").exists()

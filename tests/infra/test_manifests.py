@@ -212,7 +212,7 @@ def test_check_image(image: str, ok: bool) -> None:
     ],
 )
 def test_rbac_manifests_validate(rules: tuple[PolicyRule, ...]) -> None:
-    for doc in rbac.rbac_manifests(rules, rbac.group_subject("eks-access-connector")):
+    for doc in rbac.group_access_manifests(rules, "eks-access-connector"):
         validate(doc)
 
 
@@ -228,9 +228,23 @@ def test_rbac_manifests_validate(rules: tuple[PolicyRule, ...]) -> None:
 )
 def test_invalid_rbac_rules(rule: PolicyRule, message: str) -> None:
     with pytest.raises(ValueError, match=message):
-        rbac.cluster_role([rule])
+        rbac.group_access_manifests([rule], "eks-access-connector")
 
 
 def test_group_subject_refuses_system_groups() -> None:
     with pytest.raises(ValueError, match="reserved"):
         rbac.group_subject("system:masters")
+
+
+def test_foreign_objects_names_what_another_manager_owns() -> None:
+    from infra.render import foreign_objects
+
+    ours = rbac.in_cluster_manifests(rbac.FULL_ACCESS, "eks-access-connector", "eks-access-connector")
+    pulumis = rbac.rbac_manifests(rbac.FULL_ACCESS, rbac.group_subject("g"), rbac.IN_CLUSTER_NAME, "pulumi")
+    unlabelled = {"kind": "ClusterRole", "metadata": {"name": rbac.IN_CLUSTER_NAME}}
+    assert foreign_objects(ours, ours) == []
+    assert foreign_objects(ours, [unlabelled]) == []
+    problems = foreign_objects(ours, pulumis)
+    assert len(problems) == 2 and problems[0].startswith(f"ClusterRole {rbac.IN_CLUSTER_NAME} exists and is managed by")
+    other_names = rbac.group_access_manifests(rbac.FULL_ACCESS, "g")
+    assert foreign_objects(ours, other_names) == []

@@ -364,7 +364,13 @@ def test_rbac_create_full_binds_the_group_in_every_cluster() -> None:
     roles = result.mocks.of_type("kubernetes:rbac.authorization.k8s.io/v1:ClusterRole")
     bindings = result.mocks.of_type("kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding")
     assert len(roles) == len(bindings) == 2
-    assert roles[0].inputs["rules"] == [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}]
+    assert roles[0].inputs["rules"] == [
+        {"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]},
+        {"nonResourceURLs": ["*"], "verbs": ["*"]},
+    ]
+    # Names and a manager label of their own: `python -m infra render` can neither replace nor be replaced.
+    assert roles[0].inputs["metadata"]["name"] == "eks-access-connector-cluster-access"
+    assert bindings[0].inputs["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "pulumi"
     assert bindings[0].inputs["subjects"] == [
         {"kind": "Group", "name": "eks-access-connector", "apiGroup": "rbac.authorization.k8s.io"}
     ]

@@ -184,3 +184,20 @@ def test_token_rejects_bad_flags(aws: EmbeddedAws, tmp_path: Path) -> None:
     run = connector(aws, tmp_path, "token", "--cluster-name", "payments", "--region", "nowhere")
     assert run.returncode == 2
     assert "'nowhere' is not an AWS region name" in run.stderr
+
+
+def test_discover_with_a_role_and_no_default_region_answers_without_a_traceback(aws: EmbeddedAws, tmp_path: Path):
+    """Found as a 17-frame botocore NoRegionError: the role's STS client had no region."""
+    role = aws.create_role("scanner")
+    env = {k: v for k, v in aws.env().items() if k not in ("AWS_REGION", "AWS_DEFAULT_REGION")}
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    clean.update(env, HOME=str(tmp_path), AWS_CONFIG_FILE=str(tmp_path / "config"),
+                 AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "credentials"))
+    run = subprocess.run(
+        [sys.executable, "-m", "connector", "discover", "--role-arn", role, "--regions", "us-east-1",
+         "--output", "json"],
+        cwd=ROOT, env=clean, capture_output=True, text=True, timeout=60, check=False,
+    )
+    assert "Traceback" not in run.stderr
+    assert run.returncode == 0, run.stderr
+    assert "eks-us-east-1-search" in {s["socket_name"] for s in json.loads(run.stdout)}
