@@ -11,15 +11,19 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import ssl
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
 import pytest
+import yaml
 from kubernetes import client
 
+from infra import manifests, render
 from sandbox.controlplane import binaries
 from sandbox.controlplane.cluster import Etcd, RealCluster
 from sandbox.controlplane.seeding import api_client, create_objects
@@ -157,3 +161,31 @@ async def test_an_impersonating_socket_is_checked_by_the_clusters_rbac(
         # bob's policy (ops-all) allows everything; the cluster's RBAC still knows nothing of group ops.
         status, _, body = await harness.request("GET", "/sockets/prod/api/v1/namespaces/default/secrets", user="bob")
         assert status == 403 and 'User "bob" cannot list resource "secrets"' in json.loads(body)["message"], body
+
+
+def test_every_manifest_of_infra_render_validates_in_the_real_apiserver(
+    real_cluster: RealCluster, tmp_path: Path
+) -> None:
+    """`python -m infra render | kubectl apply --server-side --dry-run=server -f -`: the real apiserver
+    runs its schema validation, defaulting and admission on each object without storing it. The
+    namespace is created first for real, since a dry-run Namespace does not exist for the rest."""
+    rendered = render.render("render-check", manifests.DEFAULT_IMAGE, None)
+    expected = {f"{doc['kind'].lower()}/{doc['metadata']['name']}" for doc in yaml.safe_load_all(rendered)}
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(json.dumps(real_cluster.admin_kubeconfig()))
+    env = {**os.environ, "HOME": str(tmp_path), "KUBECONFIG": str(kubeconfig)}
+
+    def kubectl(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["kubectl", *args], input=stdin, env=env, capture_output=True, text=True,
+                              timeout=120, check=False)
+
+    created = kubectl("create", "namespace", "render-check")
+    assert created.returncode == 0, created.stderr
+    applied = kubectl("apply", "--server-side", "--dry-run=server", "-o", "name", "-f", "-", stdin=rendered)
+    assert applied.returncode == 0, applied.stderr
+    # kubectl names each object `kind.group/name` (`deployment.apps/x`, `secret/x` for the core group).
+    names = {f"{kind.split('.')[0]}/{name}" for kind, name in (line.split("/", 1) for line in applied.stdout.split())}
+    assert names == expected
+    # A dry run stores nothing: the Deployment the apiserver just validated does not exist.
+    missing = kubectl("get", "deployment", "-n", "render-check", "-o", "name")
+    assert (missing.returncode, missing.stdout) == (0, "")
