@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from connector.audit.config import AuditConfig
 from connector.audit.recording_config import RecordingConfig
@@ -16,6 +16,7 @@ from connector.authn.config import AuthenticationConfig
 from connector.aws.discovery_config import DiscoveryConfig
 from connector.configfile import ConfigError, load_model, read_config_text
 from connector.model import StrictModel
+from connector.policy.access_model import AccessRequestList, check_grants
 from connector.policy.model import PolicyList
 from connector.proxy.config import ServerConfig
 from connector.upstream.config import Sockets
@@ -34,6 +35,12 @@ class ConnectorConfig(StrictModel):
     server: ServerConfig = Field(default_factory=ServerConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
     authentication: AuthenticationConfig = Field(default_factory=AuthenticationConfig)
+    access_requests: AccessRequestList = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _grants_resolve(self) -> ConnectorConfig:
+        check_grants(self.policies, self.access_requests)
+        return self
 
 
 def load_config(path: str | Path) -> ConnectorConfig:

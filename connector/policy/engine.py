@@ -11,7 +11,11 @@ policies that name both the caller and the socket. Semantics (also in the README
 - allows from all applying policies are OR'ed; the first allowing policy and rule, in file order,
   are reported;
 - discovery (`/api`, `/apis`, `/version`, `/openapi/...`, read-only) is allowed to anyone who may
-  use the socket, so that kubectl works at all.
+  use the socket, so that kubectl works at all;
+- a `grant_only` policy applies only when `grants` (policy name -> access request id, computed by
+  `connector.policy.access`) names it, and a rule with `requires_approval` allows only then; a
+  denial that a grant would have turned into an allow lists those policies in `needs_grant`, so the
+  caller can be told which access request to file.
 """
 
 from __future__ import annotations
@@ -42,6 +46,10 @@ class Decision:
     policy: str | None
     rule: int | None
     reason: str
+    # The approved access request this allow depended on, for the audit event.
+    access_request: str | None = None
+    # Policies that would have allowed this denied request under an approved access request.
+    needs_grant: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -61,6 +69,7 @@ class _CompiledPolicy:
     conditions: CompiledConditions | None  # None when there is nothing to check
     kubernetes: bool
     rules: RuleSet | None  # None = everything
+    grant_only: bool
 
     def selects(self, socket_name: str, tags: Mapping[str, str]) -> bool:
         if self.sockets(socket_name):
@@ -82,6 +91,7 @@ def _compile(index: int, policy: Policy) -> _CompiledPolicy:
         conditions=None if conditions.trivial else conditions,
         kubernetes=access is not None,
         rules=None if access is None or access.rules is None else RuleSet(access.rules),
+        grant_only=policy.grant_only,
     )
 
 
@@ -136,15 +146,29 @@ class PolicyEngine:
         request_info: RequestInfo,
         source_ip: str,
         now: datetime,
+        grants: Mapping[str, str] | None = None,
     ) -> Decision:
         _require_aware(now)
+        grants = grants or {}
         candidates = self._candidates(identity, socket_name, socket_tags)
         if not candidates:
             return Decision(False, None, None, f"no policy grants {identity.user} access to socket {socket_name}")
         verb = effective_verb(request_info)
         discovery = is_discovery(request_info)
         denials: list[tuple[str, str]] = []
+        needs_grant: list[str] = []
         for policy in candidates:
+            grant = grants.get(policy.name)
+            if policy.grant_only and grant is None:
+                # Not applying; but say so when an approved request would have let this through.
+                if (
+                    policy.failure(source_ip, now) is None
+                    and policy.kubernetes
+                    and (policy.rules is None or policy.rules.first_match(request_info, verb, approved=True))
+                ):
+                    needs_grant.append(policy.name)
+                    denials.append((policy.name, "applies only with an approved access request"))
+                continue
             failure = policy.failure(source_ip, now)
             if failure is not None:
                 denials.append((policy.name, failure))
@@ -158,22 +182,45 @@ class PolicyEngine:
                     f"allowed by policy {policy.name}: discovery is open to users of the socket",
                 )
             elif policy.rules is None:
-                return Decision(True, policy.name, None, f"allowed by policy {policy.name}: all Kubernetes access")
+                return Decision(
+                    True, policy.name, None, f"allowed by policy {policy.name}: all Kubernetes access", grant
+                )
             else:
-                rule = policy.rules.first_match(request_info, verb)
+                rule = policy.rules.first_match(request_info, verb, approved=grant is not None)
                 if rule is not None:
-                    return Decision(True, policy.name, rule.index, f"allowed by policy {policy.name} rule {rule.index}")
-                denials.append((policy.name, "allows nothing (rules: [])" if not policy.rules else ""))
-        return Decision(False, None, None, _denial_reason(denials, describe_request(request_info, verb)))
+                    used = grant if policy.grant_only or rule.rule.requires_approval else None
+                    reason = f"allowed by policy {policy.name} rule {rule.index}"
+                    if used is not None:
+                        reason += f" under access request {used}"
+                    return Decision(True, policy.name, rule.index, reason, used)
+                gated = policy.rules.gated_match(request_info, verb) if grant is None else None
+                if gated is not None:
+                    needs_grant.append(policy.name)
+                    denials.append((policy.name, f"rule {gated.index} needs an approved access request"))
+                else:
+                    denials.append((policy.name, "allows nothing (rules: [])" if not policy.rules else ""))
+        return Decision(
+            False,
+            None,
+            None,
+            _denial_reason(denials, describe_request(request_info, verb)),
+            needs_grant=tuple(needs_grant),
+        )
 
     def may_use_socket(
-        self, identity: Identity, socket_name: str, socket_tags: Mapping[str, str], source_ip: str, now: datetime
+        self,
+        identity: Identity,
+        socket_name: str,
+        socket_tags: Mapping[str, str],
+        source_ip: str,
+        now: datetime,
+        grants: Mapping[str, str] | None = None,
     ) -> bool:
         """Whether any policy currently grants this caller Kubernetes access to the socket at all."""
         _require_aware(now)
         return any(
             p.kubernetes and p.failure(source_ip, now) is None
-            for p in self._candidates(identity, socket_name, socket_tags)
+            for p in self._applying(identity, socket_name, socket_tags, grants or {})
         )
 
     def rules_for(
@@ -184,13 +231,15 @@ class PolicyEngine:
         namespace: str,
         source_ip: str,
         now: datetime,
+        grants: Mapping[str, str] | None = None,
     ) -> RulesForNamespace:
         """The rules that apply to the caller in `namespace` ("" = cluster-wide), as SelfSubjectRulesReview
         lists them. Conditions are evaluated at `now`."""
         _require_aware(now)
         resource_rules: list[dict[str, Any]] = []
         non_resource_rules: list[dict[str, Any]] = []
-        for policy in self._candidates(identity, socket_name, socket_tags):
+        grants = grants or {}
+        for policy in self._applying(identity, socket_name, socket_tags, grants):
             if not policy.kubernetes or policy.failure(source_ip, now) is not None:
                 continue
             if not non_resource_rules:
@@ -205,6 +254,8 @@ class PolicyEngine:
                 non_resource_rules.append({"verbs": ["*"], "nonResourceURLs": ["*"]})
                 continue
             for rule in policy.rules.rules:
+                if rule.rule.requires_approval and policy.name not in grants:
+                    continue
                 if rule.urls:
                     non_resource_rules.append(rule.review_form())
                 elif rule.namespace_ok(namespace):
@@ -217,6 +268,12 @@ class PolicyEngine:
         """The policies naming both the caller and the socket, in file order."""
         ids = self._subject_ids(identity) & self._socket_ids(socket_name, socket_tags)
         return [self._policies[i] for i in sorted(ids)]
+
+    def _applying(
+        self, identity: Identity, socket_name: str, socket_tags: Mapping[str, str], grants: Mapping[str, str]
+    ) -> list[_CompiledPolicy]:
+        """The candidates minus the `grant_only` policies the caller holds no grant for."""
+        return [p for p in self._candidates(identity, socket_name, socket_tags) if not p.grant_only or p.name in grants]
 
     def _subject_ids(self, identity: Identity) -> frozenset[int]:
         key = (identity.user, identity.groups)

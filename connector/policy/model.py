@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import zoneinfo
+from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -174,6 +175,10 @@ class Subjects(StrictModel):
             raise ValueError("name at least one user or group (use users: ['*'] for every authenticated user)")
         return self
 
+    def includes(self, user: str, groups: tuple[str, ...]) -> bool:
+        """Whether this user (or one of their groups) is listed, `*` counting for everyone."""
+        return "*" in self.users or "*" in self.groups or user in self.users or any(g in self.groups for g in groups)
+
 
 class TimeWindow(StrictModel):
     """Recurring access hours. A window that wraps midnight belongs to the day it starts on."""
@@ -233,6 +238,10 @@ class Rule(StrictModel):
     allow_privileged_verbs: bool = Field(
         default=False, description="let a `*` verb grant impersonate, escalate and bind"
     )
+    requires_approval: bool = Field(
+        default=False,
+        description="allow only while the caller holds an approved access request granting this policy",
+    )
 
     @field_validator("api_groups", "namespaces", "verbs", "resources", "resource_names")
     @classmethod
@@ -275,6 +284,9 @@ class Policy(StrictModel):
     socket_tags: dict[str, tuple[str, ...]] = Field(default_factory=dict)
     conditions: Conditions = Field(default_factory=Conditions)
     kubernetes: KubernetesAccess | None = None
+    grant_only: bool = Field(
+        default=False, description="apply only to a caller with an approved, unexpired access request granting it"
+    )
 
     @field_validator("kubernetes", mode="before")
     @classmethod
@@ -303,17 +315,22 @@ class Policy(StrictModel):
         return self
 
 
-def _unique_names(policies: list[Policy]) -> list[Policy]:
-    first: dict[str, int] = {}
-    for i, policy in enumerate(policies):
-        if policy.name in first:
-            raise ValueError(
-                f'policy name "{policy.name}" is used by policies[{first[policy.name]}] and policies[{i}]: '
-                "names must be unique"
-            )
-        first[policy.name] = i
-    return policies
+def unique_names(what: str, key: str) -> Callable[[list[Any]], list[Any]]:
+    """A list validator: the items' `name`s are unique (`what` and `key` word the error)."""
+
+    def check(items: list[Any]) -> list[Any]:
+        first: dict[str, int] = {}
+        for i, item in enumerate(items):
+            if item.name in first:
+                raise ValueError(
+                    f'{what} name "{item.name}" is used by {key}[{first[item.name]}] and {key}[{i}]: '
+                    "names must be unique"
+                )
+            first[item.name] = i
+        return items
+
+    return check
 
 
 # The type of a config's `policies` key: decisions and audit events name policies, so names are unique.
-PolicyList = Annotated[list[Policy], AfterValidator(_unique_names)]
+PolicyList = Annotated[list[Policy], AfterValidator(unique_names("policy", "policies"))]

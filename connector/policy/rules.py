@@ -9,7 +9,7 @@ privileged verbs (impersonate, escalate, bind) that a `*` verb grants only with
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -190,12 +190,20 @@ class RuleSet:
     def __len__(self) -> int:
         return len(self.rules)
 
-    def first_match(self, info: RequestInfo, verb: str) -> CompiledRule | None:
-        """The first rule, in file order, that allows the request."""
+    def first_match(self, info: RequestInfo, verb: str, approved: bool = False) -> CompiledRule | None:
+        """The first rule, in file order, that allows the request. Without `approved`, rules with
+        `requires_approval` are passed over (see `gated_match`)."""
+        for rule in self._matching(info, verb):
+            if approved or not rule.rule.requires_approval:
+                return rule
+        return None
+
+    def gated_match(self, info: RequestInfo, verb: str) -> CompiledRule | None:
+        """The first `requires_approval` rule that would allow the request once approved."""
+        return next((r for r in self._matching(info, verb) if r.rule.requires_approval), None)
+
+    def _matching(self, info: RequestInfo, verb: str) -> Iterator[CompiledRule]:
         candidates = self._by_verb.get(verb)
         if candidates is None:  # a verb no config names (an odd HTTP method): only `*` rules can match
             candidates = tuple(r for r in self.rules if r.verb_ok(verb))
-        for rule in candidates:
-            if rule.matches(info):
-                return rule
-        return None
+        return (rule for rule in candidates if rule.matches(info))
