@@ -25,6 +25,7 @@ from connector.kube.requestinfo import RequestInfo, parse_request_info
 from connector.policy.engine import PolicyEngine
 from connector.policy.model import Policy
 from connector.proxy.handler import SOCKETS_PREFIX, Refusal, split_socket_path
+from connector.proxy.reviews import review_kind
 
 DECIDED = frozenset({"allow", "deny"})
 _MAX_REPORTED_MALFORMED = 20
@@ -197,15 +198,19 @@ class Decider:
         found = self._cache.get(key)
         if found is not None:
             return found
-        d = self._engine.decide(
-            Identity(user=req.user, groups=req.groups),
-            req.socket,
-            self._tags.get(req.socket, {}),
-            req.info,
-            req.source_ip,
-            req.time,
-        )
-        outcome = Outcome(d.allowed, d.policy, d.reason)
+        identity = Identity(user=req.user, groups=req.groups)
+        tags = self._tags.get(req.socket, {})
+        if review_kind(req.info) is not None:
+            # A self-review is answered by the connector itself for anyone who may use the socket,
+            # whatever the rules say (connector/proxy/handler.py): decide it the same way.
+            usable = self._engine.may_use_socket(identity, req.socket, tags, req.source_ip, req.time)
+            reason = "a self-review, answered by the connector" if usable else (
+                f"no policy grants {req.user} access to socket {req.socket}"
+            )
+            outcome = Outcome(usable, None, reason)
+        else:
+            d = self._engine.decide(identity, req.socket, tags, req.info, req.source_ip, req.time)
+            outcome = Outcome(d.allowed, d.policy, d.reason)
         if len(self._cache) >= 65536:
             self._cache.clear()
         self._cache[key] = outcome

@@ -82,6 +82,9 @@ def run(tmp_path: Path, *args: str, config: str | None = None, log: list[str] | 
 
 
 POD_LIST = "/api/v1/namespaces/dev/pods"
+SSAR = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
+SSR = "/apis/authentication.k8s.io/v1/selfsubjectreviews"
+DEV_READ_ONLY = ALICE_READ
 
 
 @pytest.mark.parametrize(
@@ -96,10 +99,16 @@ POD_LIST = "/api/v1/namespaces/dev/pods"
         (NONE, "deny", POD_LIST, "10.0.0.5", 0),
         (OFFICE, "allow", POD_LIST, "10.0.0.255", 0),
         (OFFICE, "allow", POD_LIST, "10.0.1.0", 1),
+        # Self-reviews are answered by the connector for anyone who may use the socket, rules aside.
+        (NONE, "allow", SSAR, "10.0.0.5", 0),
+        (DEV_READ_ONLY, "allow", SSR, "10.0.0.5", 0),
+        (NOBODY, "allow", SSAR, "10.0.0.5", 1),
+        (OFFICE, "allow", SSAR, "10.0.1.0", 1),
     ],
 )
 def test_replay_table(tmp_path, config, logged, path, ip, expected):
-    done = run(tmp_path, "replay", config=config, log=[event(logged, path, ip=ip)])
+    method = "POST" if path in (SSAR, SSR) else "GET"
+    done = run(tmp_path, "replay", config=config, log=[event(logged, path, ip=ip, method=method)])
     assert done.returncode == expected, done.stderr
     assert "Traceback" not in done.stderr
 
