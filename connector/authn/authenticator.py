@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 from typing import Any
 
@@ -27,6 +28,14 @@ MAX_TOKEN_LENGTH = 16 * 1024
 WEBSOCKET_BEARER_PREFIX = "base64url.bearer.authorization.k8s.io."
 MISSING = "authentication required: log in with `python -m connector client login`, or present a service token"
 INVALID = "invalid bearer token"
+# Schemes a log may name; anything else in the first word of `Authorization` may be the credential itself
+# (`Authorization: <token>`, `Bearer:<token>`, `Bearer\t<token>`), so it is only fingerprinted.
+KNOWN_SCHEMES = frozenset({"basic", "digest", "negotiate", "ntlm", "aws4-hmac-sha256", "dpop", "token", "hoba"})
+
+
+def fingerprint(credential: str) -> str:
+    """What a log or an audit event may say about a credential: the first 8 hex digits of its sha256."""
+    return "sha256:" + hashlib.sha256(credential.encode("utf-8", "surrogateescape")).hexdigest()[:8]
 
 
 def _b64url_json(segment: str) -> Any:
@@ -55,7 +64,8 @@ def bearer_token(request: web.BaseRequest) -> str | None:
     if values:
         scheme, _, value = values[0].strip().partition(" ")
         if scheme.lower() != "bearer":
-            raise AuthenticationError(INVALID, f"unsupported Authorization scheme {scheme!r}")
+            kind = f"scheme {scheme}" if scheme.lower() in KNOWN_SCHEMES else "value without the scheme 'Bearer '"
+            raise AuthenticationError(INVALID, f"unsupported Authorization {kind} ({fingerprint(values[0])})")
         token = value.strip()
     elif "Sec-WebSocket-Protocol" in request.headers:
         token = websocket_bearer_token(request.headers["Sec-WebSocket-Protocol"])
