@@ -263,3 +263,23 @@ def test_relays_work_on_uvloop(tmp_path: Path) -> None:
             assert status == 200
 
     uvloop.run(scenario())
+
+
+@pytest.mark.parametrize("stdin", ["stdin=yes", "stdin=", "stdin"])
+async def test_stdin_the_cluster_reads_as_true_is_recorded(tmp_path: Path, stdin: str) -> None:
+    """As found: `stdin=yes` (or `stdin=`) reached the container's stdin, but the recording said stdin
+    false and held no `i` events. The apiserver reads any value but `0`/`false` as true."""
+    config = {"recordings": {"dir": str(tmp_path / "rec"), "stdin": True}}
+    async with ProxyHarness(tmp_path, config=config) as h:
+        path = f"/sockets/prod/api/v1/namespaces/default/pods/web/exec?command=cat&command=&{stdin}&stdout=true"
+        ws = await ws_exec(h, path=path)
+        await ws.send_bytes(b"\x00typed\n")
+        await asyncio.wait_for(ws.receive(), 10)
+        await ws.close()
+        await asyncio.wait_for(h.control.stream_closed.wait(), 10)
+        await h.settled_audit()
+        (cast,) = [p for p in (tmp_path / "rec").rglob("*.cast") if p.is_file()]
+        header, *events = [json.loads(line) for line in cast.read_text().splitlines()]
+        meta = header["connector"]
+        assert (meta["stdin"], meta["command"]) == (True, ["cat", ""]), meta
+        assert [e[2] for e in events if e[1] == "i"] == ["typed\n"]
