@@ -210,6 +210,14 @@ async def test_access_reviews_are_answered_from_policy(h: ProxyHarness, attrs: d
     assert h.upstream.requests == []
 
 
+async def test_a_review_body_nested_too_deep_is_400(h: ProxyHarness) -> None:
+    """As found: 5000 `[` made the JSON decoder raise RecursionError, answered as a 500."""
+    status, _, data = await h.request("POST", SSAR, data=b"[" * 5000, headers={"Content-Type": "application/json"})
+    assert status == 400, data[:300]
+    assert "not valid JSON" in json.loads(data)["message"]
+    assert h.audit_events()[-1]["code"] == 400 and h.upstream.requests == []
+
+
 async def test_whoami_and_rules_review(h: ProxyHarness) -> None:
     status, _, data = await h.request(
         "POST", "/sockets/prod/apis/authentication.k8s.io/v1/selfsubjectreviews",
