@@ -516,7 +516,10 @@ async def _forward(call: Call, k8s_path: str, upstream_headers: Any, body_limit:
     if code == 401 and call.info is not None and not _is_proxy(call.info):
         upstream_response.release()
         raise _credentials_refused(call)
-    response = forward.client_response(upstream_response, call.request_id, stream=call.stream is not None)
+    if forward.is_core_discovery(request.method, k8s_path, upstream_response):
+        response = await forward.core_discovery_response(upstream_response, call.request_id, call.counters)
+    else:
+        response = forward.client_response(upstream_response, call.request_id, stream=call.stream is not None)
     try:
         with _tracked(entry, call.stream) as active:
             await _send(call, upstream_response, response, active)
