@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 from typing import Any
 
@@ -27,6 +28,14 @@ MAX_TOKEN_LENGTH = 16 * 1024
 WEBSOCKET_BEARER_PREFIX = "base64url.bearer.authorization.k8s.io."
 MISSING = "authentication required: log in with `python -m connector client login`, or present a service token"
 INVALID = "invalid bearer token"
+# Schemes a log may name; anything else in the first word of `Authorization` may be the credential itself
+# (`Authorization: <token>`, `Bearer:<token>`, `Bearer\t<token>`), so it is only fingerprinted.
+KNOWN_SCHEMES = frozenset({"basic", "digest", "negotiate", "ntlm", "aws4-hmac-sha256", "dpop", "token", "hoba"})
+
+
+def fingerprint(credential: str) -> str:
+    """What a log or an audit event may say about a credential: the first 8 hex digits of its sha256."""
+    return "sha256:" + hashlib.sha256(credential.encode("utf-8", "surrogateescape")).hexdigest()[:8]
 
 
 def _b64url_json(segment: str) -> Any:
@@ -34,31 +43,43 @@ def _b64url_json(segment: str) -> Any:
     return json.loads(base64.urlsafe_b64decode(padded))
 
 
-def websocket_bearer_token(protocol_header: str) -> str | None:
-    for proto in protocol_header.split(","):
-        proto = proto.strip()
-        if proto.startswith(WEBSOCKET_BEARER_PREFIX):
+def websocket_bearer_token(protocol_headers: list[str]) -> str | None:
+    """The token of the `base64url.bearer.authorization.k8s.io.` subprotocol, over every
+    `Sec-WebSocket-Protocol` header; more than one such subprotocol is refused, as kube-apiserver does
+    ("multiple base64.bearer.authorization tokens specified"), rather than letting the first one win."""
+    token: str | None = None
+    for header in protocol_headers:
+        for proto in header.split(","):
+            proto = proto.strip()
+            if not proto.startswith(WEBSOCKET_BEARER_PREFIX):
+                continue
+            if token is not None:
+                raise AuthenticationError(INVALID, "multiple base64.bearer.authorization tokens specified")
             encoded = proto[len(WEBSOCKET_BEARER_PREFIX) :]
             try:
-                return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
+                token = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)).decode()
             except (binascii.Error, UnicodeDecodeError):
                 raise AuthenticationError(INVALID, "websocket bearer subprotocol is not base64url") from None
-    return None
+    return token
 
 
 def bearer_token(request: web.BaseRequest) -> str | None:
-    """The bearer token of the request, or None when it carries none. Malformed headers are errors."""
+    """The bearer token of the request, or None when it carries none. Malformed headers are errors, and
+    so are ambiguous credentials (two tokens, or an `Authorization` header and a subprotocol token):
+    the connector and the cluster must never disagree on who is asking."""
     values = request.headers.getall("Authorization", [])
     if len(values) > 1:
         raise AuthenticationError(INVALID, "more than one Authorization header")
-    token: str | None = None
+    protocol_token = websocket_bearer_token(request.headers.getall("Sec-WebSocket-Protocol", []))
+    token: str | None = protocol_token
     if values:
+        if protocol_token is not None:
+            raise AuthenticationError(INVALID, "both an Authorization header and a websocket bearer subprotocol")
         scheme, _, value = values[0].strip().partition(" ")
         if scheme.lower() != "bearer":
-            raise AuthenticationError(INVALID, f"unsupported Authorization scheme {scheme!r}")
+            kind = f"scheme {scheme}" if scheme.lower() in KNOWN_SCHEMES else "value without the scheme 'Bearer '"
+            raise AuthenticationError(INVALID, f"unsupported Authorization {kind} ({fingerprint(values[0])})")
         token = value.strip()
-    elif "Sec-WebSocket-Protocol" in request.headers:
-        token = websocket_bearer_token(request.headers["Sec-WebSocket-Protocol"])
     if token is None:
         return None
     if not token or len(token) > MAX_TOKEN_LENGTH or not token.isascii() or not token.isprintable() or " " in token:

@@ -220,15 +220,14 @@ def _list_verb_and_name(query: str) -> tuple[str, str]:
     Mirrors the apiserver decoding ListOptions: when decoding fails, the name is not taken and only
     the `watch` parameter is read (with ToLower rather than EqualFold, as the apiserver does).
     """
-    params = _parse_query(query)
-    watch_values = params.get("watch")
+    params = parse_query(query)
     options_ok = all(_is_go_int64(params[p][0]) for p in ("limit", "timeoutSeconds") if p in params)
     name = _field_selector_exact_name(params.get("fieldSelector", [""])[0]) if options_ok else None
     if name is None:
+        watch_values = params.get("watch")
         watch = bool(watch_values) and watch_values[0].lower() not in ("false", "0")
         return ("watch" if watch else "list"), ""
-    # Go's EqualFold folds U+017F (long s) to "s", so "FAL\u017fE" means false; casefold() agrees on this word.
-    watch = bool(watch_values) and not (watch_values[0] == "0" or watch_values[0].casefold() == "false")
+    watch = query_flag(params, "watch")
     if not _is_valid_path_segment_name(name):
         name = ""
     return ("watch" if watch else "list"), name
@@ -320,7 +319,20 @@ def _decode_path(path: str) -> str:
     return decoded.decode("utf-8", "replace")
 
 
-def _parse_query(query: str) -> dict[str, list[str]]:
+def query_flag(params: dict[str, list[str]], name: str) -> bool:
+    """A boolean query parameter as the apiserver converts it into its options (`watch`, `follow`,
+    `stdin`, `stdout`, `stderr`, `tty`, ...): true when present and its first value is neither `0`
+    nor `false` in any case, so `stdin=yes`, `follow=on`, `tty=` and a bare `stdin` are all true.
+
+    One function for every reader (request info, stream classification, session recording), so the
+    connector never sees a flag off that the cluster sees on. Go's EqualFold folds U+017F (long s)
+    to "s", so "FAL\u017fE" means false; casefold() agrees on this word.
+    """
+    values = params.get(name)
+    return bool(values) and not (values[0] == "0" or values[0].casefold() == "false")
+
+
+def parse_query(query: str) -> dict[str, list[str]]:
     """Go's url.ParseQuery: `&`-separated, `+` is a space, pairs with `;` or bad escapes are skipped."""
     params: dict[str, list[str]] = {}
     for pair in query.split("&"):

@@ -3,12 +3,15 @@
 Bodies are streamed both ways with aiohttp: every chunk the cluster sends is written to the client
 as it arrives, so watch events and `logs -f` lines are flushed at once and no list is ever held in
 memory. Redirects are never followed (a redirect is the cluster's answer to the client), and bytes
-are relayed undecoded (`Content-Encoding` stays the cluster's).
+are relayed undecoded (`Content-Encoding` stays the cluster's). One exception: the small JSON `/api`
+answer is read whole and rewritten without `serverAddressByClientCIDRs` (see core_discovery_response).
 """
 
 from __future__ import annotations
 
 import asyncio
+import gzip
+import json
 import logging
 import ssl
 from collections.abc import AsyncIterator
@@ -140,6 +143,43 @@ def client_response(upstream: aiohttp.ClientResponse, request_id: str, *, stream
     headers["X-Connector-Request-Id"] = request_id
     cls = web.StreamResponse if stream else _CoalescedResponse
     return cls(status=upstream.status, reason=upstream.reason, headers=headers)
+
+
+CORE_DISCOVERY_PATHS = frozenset({"/api", "/api/"})
+MAX_CORE_DISCOVERY_BYTES = 1 << 20  # the real answer is a few hundred bytes
+
+
+def is_core_discovery(method: str, k8s_path: str, upstream: aiohttp.ClientResponse) -> bool:
+    """The JSON `/api` answer (APIVersions), whose `serverAddressByClientCIDRs` names the cluster's own
+    endpoint: socket users reach the cluster only through the connector and must not learn it."""
+    return (
+        method == "GET" and k8s_path in CORE_DISCOVERY_PATHS and upstream.status == 200
+        and upstream.content_type == "application/json"
+        and upstream.headers.get("Content-Encoding", "identity").lower() in ("identity", "gzip")
+    )  # fmt: skip
+
+
+async def core_discovery_response(
+    upstream: aiohttp.ClientResponse, request_id: str, counters: Counters
+) -> web.StreamResponse:
+    """The `/api` answer read whole and without `serverAddressByClientCIDRs`; relayed as it is when it is
+    larger than expected or not a JSON object (nothing to strip that a client could read). The answer
+    comes from the socket's own cluster, so reading it whole bounds nothing a user controls."""
+    raw = await upstream.read()
+    counters.bytes_out += len(raw)
+    headers = client_response_headers(upstream.headers)
+    headers["X-Connector-Request-Id"] = request_id
+    if len(raw) <= MAX_CORE_DISCOVERY_BYTES:
+        try:
+            doc = json.loads(gzip.decompress(raw) if "Content-Encoding" in headers else raw)
+        except (ValueError, OSError, EOFError, RecursionError):
+            doc = None
+        if isinstance(doc, dict):
+            doc.pop("serverAddressByClientCIDRs", None)
+            raw = json.dumps(doc, separators=(",", ":")).encode()
+            headers.popall("Content-Encoding", None)
+    headers.popall("Content-Length", None)
+    return web.Response(status=upstream.status, reason=upstream.reason, headers=headers, body=raw)
 
 
 async def _copy(upstream: aiohttp.ClientResponse, response: web.StreamResponse, counters: Counters) -> None:

@@ -26,7 +26,6 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
 
 from aiohttp import web
 
@@ -35,7 +34,7 @@ from connector.audit.events import AuditEvent, Decision, RequestAttributes, Stag
 from connector.audit.recording import SessionMeta
 from connector.authn.errors import AuthenticationError
 from connector.identity import Identity
-from connector.kube.requestinfo import RequestInfo, parse_request_info, reject_reason
+from connector.kube.requestinfo import RequestInfo, parse_query, parse_request_info, query_flag, reject_reason
 from connector.kube.status import status_json
 from connector.policy.engine import PolicyEngine
 from connector.policy.rules import effective_verb, stream_request_info
@@ -53,7 +52,6 @@ CONTEXT: web.AppKey[ProxyContext] = web.AppKey("connector_context")
 
 SOCKETS_PREFIX = "/sockets/"
 SESSION_KINDS = frozenset({"exec", "attach", "portforward"})
-_TRUE = frozenset({"1", "t", "T", "TRUE", "true", "True"})  # Go's strconv.ParseBool
 CLIENT_CLOSED = 499  # audit code of a request cancelled before any response (nginx's "client closed request")
 
 
@@ -84,7 +82,7 @@ def stream_kind(info: RequestInfo, raw_query: str, is_upgrade: bool) -> str | No
         return info.subresource if info.subresource in SESSION_KINDS else "upgrade"
     if info.verb == "watch":
         return "watch"
-    if info.subresource == "log" and any(v in _TRUE for v in parse_qs(raw_query).get("follow", [])):
+    if info.subresource == "log" and query_flag(parse_query(raw_query), "follow"):
         return "log"
     return None
 
@@ -518,7 +516,10 @@ async def _forward(call: Call, k8s_path: str, upstream_headers: Any, body_limit:
     if code == 401 and call.info is not None and not _is_proxy(call.info):
         upstream_response.release()
         raise _credentials_refused(call)
-    response = forward.client_response(upstream_response, call.request_id, stream=call.stream is not None)
+    if forward.is_core_discovery(request.method, k8s_path, upstream_response):
+        response = await forward.core_discovery_response(upstream_response, call.request_id, call.counters)
+    else:
+        response = forward.client_response(upstream_response, call.request_id, stream=call.stream is not None)
     try:
         with _tracked(entry, call.stream) as active:
             await _send(call, upstream_response, response, active)
@@ -679,7 +680,7 @@ async def _refused_upgrade(call: Call, handshake: upgrade.UpstreamHandshake, pro
 
 
 def _session_meta(call: Call, info: RequestInfo) -> SessionMeta:
-    params = parse_qs(call.raw_query)
+    params = parse_query(call.raw_query)
     identity = call.identity
     assert identity is not None and call.socket is not None and call.stream is not None
     return SessionMeta(
@@ -692,8 +693,8 @@ def _session_meta(call: Call, info: RequestInfo) -> SessionMeta:
         pod=info.name,
         container=params.get("container", [""])[0],
         command=tuple(params.get("command", [])),
-        tty=any(v in _TRUE for v in params.get("tty", [])),
-        stdin=any(v in _TRUE for v in params.get("stdin", [])),
+        tty=query_flag(params, "tty"),
+        stdin=query_flag(params, "stdin"),
         protocol=call.session_protocol or "",
         subresource=call.stream,
     )

@@ -94,6 +94,8 @@ def _parse_json(kind: str, body: bytes) -> tuple[dict[str, Any], str, str]:
         obj = json.loads(body or b"{}")
     except (ValueError, UnicodeDecodeError) as exc:
         raise ReviewError(400, f"the {kind} body is not valid JSON: {exc}") from None
+    except RecursionError:  # a few kilobytes of `[[[[...` exhaust the decoder's nesting limit
+        raise ReviewError(400, f"the {kind} body is not valid JSON: nested too deeply") from None
     if not isinstance(obj, dict):
         raise ReviewError(400, f"the {kind} body must be a JSON object")
     spec = obj.get("spec") or {}

@@ -36,6 +36,7 @@ from connector.aws.token import EksTokenCache
 from connector.config import ConfigError, ConnectorConfig, load_config
 from connector.policy.engine import PolicyEngine
 from connector.proxy.app import ProxyContext, TapFactory, create_app, runner_options
+from connector.proxy.parser_errors import ProxyRunner
 from connector.proxy.registry import SocketRegistry
 from connector.proxy.server_tls import ServerTls, build_server_tls
 from connector.upstream import SocketError, upstream_for_eks_cluster
@@ -131,7 +132,7 @@ class Connector:
         public_host = configured.host if configured and configured.host else (
             "127.0.0.1" if listen.is_wildcard else listen.host)  # fmt: skip
         self.tls = build_server_tls(cfg.server, public_host, self.ctx.authenticator.client_ca_file)
-        self._runner = web.AppRunner(create_app(self.ctx), **runner_options(cfg.server))
+        self._runner = ProxyRunner(create_app(self.ctx), **runner_options(cfg.server))
         await self._runner.setup()
         site = web.TCPSite(self._runner, listen.host, listen.port, ssl_context=self.tls.context)
         await site.start()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import pytest
@@ -168,3 +169,28 @@ async def _megabyte_request_line(h: ProxyHarness) -> None:
     assert not any(len(event.get("path", "")) > 16 << 10 for event in h.audit_events())
     status, _, body = await h.request("GET", f"{PODS}?" + "a&" * 3000, user="bob")
     assert status == 200, body[:300]
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    ["{token}", "Bearer:{token}", "Bearer\t{token}", "Bearer\r\n {token}", "Bearer {token}\x01"],
+    ids=["no-scheme", "colon", "tab", "obs-fold", "control-char"],
+)
+async def test_a_malformed_authorization_header_is_never_logged_or_echoed(
+    h: ProxyHarness, caplog: pytest.LogCaptureFixture, authorization: str
+) -> None:
+    """As found: the audit `error` and the connector log carried the whole valid token, and aiohttp's own
+    400 for an obs-folded header quoted it in the body. Only the kind and a fingerprint may be written."""
+    token = h.tokens["bob"]
+    caplog.set_level(logging.DEBUG)
+    status, data = await h.raw(
+        f"GET {PODS} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+        f"Authorization: {authorization.format(token=token)}\r\n\r\n".encode()
+    )
+    assert status in (400, 401), data[:300]
+    assert h.upstream.requests == []
+    audit = h.audit_path.read_text() if h.audit_path.exists() else ""
+    for written in (data.decode(errors="replace"), caplog.text, audit):
+        assert token not in written and token[:12] not in written
+    if status == 401:
+        assert "sha256:" in h.audit_events()[-1]["error"]

@@ -16,6 +16,7 @@ from yarl import URL
 
 from connector.pki import generate_ca
 from tests.support.proxy_harness import UPSTREAM_TOKEN, ProxyHarness
+from tests.support.upstream_app import CLUSTER_ADDRESS
 
 PODS = "/sockets/prod/api/v1/namespaces/default/pods"
 
@@ -210,6 +211,14 @@ async def test_access_reviews_are_answered_from_policy(h: ProxyHarness, attrs: d
     assert h.upstream.requests == []
 
 
+async def test_a_review_body_nested_too_deep_is_400(h: ProxyHarness) -> None:
+    """As found: 5000 `[` made the JSON decoder raise RecursionError, answered as a 500."""
+    status, _, data = await h.request("POST", SSAR, data=b"[" * 5000, headers={"Content-Type": "application/json"})
+    assert status == 400, data[:300]
+    assert "not valid JSON" in json.loads(data)["message"]
+    assert h.audit_events()[-1]["code"] == 400 and h.upstream.requests == []
+
+
 async def test_whoami_and_rules_review(h: ProxyHarness) -> None:
     status, _, data = await h.request(
         "POST", "/sockets/prod/apis/authentication.k8s.io/v1/selfsubjectreviews",
@@ -281,3 +290,14 @@ async def test_login_config_names_the_issuer_without_authentication(tmp_path: Pa
         status, _, body = await h.request("GET", "/v1/login-config", user=None)
         assert status == 200
         assert json.loads(body) == {"issuer": "https://sso.example.com", "client_id": "eks-access-connector"}
+
+
+@pytest.mark.parametrize("encoding", ["identity", "gzip"])
+async def test_core_discovery_never_names_the_clusters_address(h: ProxyHarness, encoding: str) -> None:
+    """As found: `/api` relayed `serverAddressByClientCIDRs`, the cluster's own endpoint, to socket users."""
+    status, headers, body = await h.request("GET", "/sockets/prod/api", headers={"Accept-Encoding": encoding})
+    assert status == 200, body[:300]
+    doc = json.loads(body)
+    assert doc["versions"] == ["v1"] and "serverAddressByClientCIDRs" not in doc
+    assert CLUSTER_ADDRESS.encode() not in body and int(headers["Content-Length"]) == len(body)
+    assert headers["X-Connector-Request-Id"] == h.audit_events()[-1]["request_id"]

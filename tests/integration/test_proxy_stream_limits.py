@@ -104,3 +104,15 @@ async def test_a_slot_comes_back_however_the_stream_ends(tmp_path: Path) -> None
         await h.upstream.stop()
         assert (await h.request("GET", f"{PODS}?watch=1"))[0] == 503
         await released(h, 0)
+
+
+@pytest.mark.parametrize("follow", ["follow=yes", "follow=on", "follow=", "follow"])
+async def test_logs_followed_as_the_cluster_reads_follow_count_as_streams(tmp_path: Path, follow: str) -> None:
+    """As found: `logs?follow=yes|on|` (empty) streamed the log but was not counted as a stream."""
+    async with limited(tmp_path, per_user=1, total=4) as h:
+        first = await open_watch(h, "alice")
+        status, _, body = await h.request("GET", f"{PODS}/web/log?{follow}")
+        assert status == 429, body[:300]
+        assert "server.limits.max_streams_per_user" in json.loads(body)["message"]
+        first.close()
+        await released(h, 0)

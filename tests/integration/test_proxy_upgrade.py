@@ -263,3 +263,54 @@ def test_relays_work_on_uvloop(tmp_path: Path) -> None:
             assert status == 200
 
     uvloop.run(scenario())
+
+
+@pytest.mark.parametrize("stdin", ["stdin=yes", "stdin=", "stdin"])
+async def test_stdin_the_cluster_reads_as_true_is_recorded(tmp_path: Path, stdin: str) -> None:
+    """As found: `stdin=yes` (or `stdin=`) reached the container's stdin, but the recording said stdin
+    false and held no `i` events. The apiserver reads any value but `0`/`false` as true."""
+    config = {"recordings": {"dir": str(tmp_path / "rec"), "stdin": True}}
+    async with ProxyHarness(tmp_path, config=config) as h:
+        path = f"/sockets/prod/api/v1/namespaces/default/pods/web/exec?command=cat&command=&{stdin}&stdout=true"
+        ws = await ws_exec(h, path=path)
+        await ws.send_bytes(b"\x00typed\n")
+        await asyncio.wait_for(ws.receive(), 10)
+        await ws.close()
+        await asyncio.wait_for(h.control.stream_closed.wait(), 10)
+        await h.settled_audit()
+        (cast,) = [p for p in (tmp_path / "rec").rglob("*.cast") if p.is_file()]
+        header, *events = [json.loads(line) for line in cast.read_text().splitlines()]
+        meta = header["connector"]
+        assert (meta["stdin"], meta["command"]) == (True, ["cat", ""]), meta
+        assert [e[2] for e in events if e[1] == "i"] == ["typed\n"]
+
+
+def bearer_protocol(token: str) -> str:
+    return "base64url.bearer.authorization.k8s.io." + base64.urlsafe_b64encode(token.encode()).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    ("protocol_headers", "authorization", "error"),
+    [
+        (["{alice}, {bob}, v5.channel.k8s.io"], False, "multiple base64.bearer.authorization tokens"),
+        (["{alice}, v5.channel.k8s.io", "{bob}"], False, "multiple base64.bearer.authorization tokens"),
+        (["{bob}, v5.channel.k8s.io"], True, "both an Authorization header and a websocket bearer subprotocol"),
+    ],
+    ids=["one-header", "two-headers", "with-authorization"],
+)
+async def test_ambiguous_websocket_credentials_are_401(
+    h: ProxyHarness, protocol_headers: list[str], authorization: bool, error: str
+) -> None:
+    """As found: two bearer subprotocols were accepted (the first won); kube-apiserver refuses them."""
+    protocols = {"alice": bearer_protocol(h.tokens["alice"]), "bob": bearer_protocol(h.tokens["bob"])}
+    lines = "".join(f"Sec-WebSocket-Protocol: {value.format(**protocols)}\r\n" for value in protocol_headers)
+    if authorization:
+        lines += f"Authorization: Bearer {h.tokens['alice']}\r\n"
+    status, data = await h.raw(
+        f"GET {EXEC} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        f"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{lines}\r\n".encode()
+    )
+    assert status == 401, data[:300]
+    assert h.upstream.requests == []
+    event = h.audit_events()[-1]
+    assert (event["code"], event["decision"]) == (401, "unauthenticated") and error in event["error"]

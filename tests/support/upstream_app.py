@@ -10,6 +10,7 @@ Routes (under any path; matched on the last segments):
   .../pods/NAME/exec|attach|portforward
                            websocket (echo, subprotocols v5/v4/channel.k8s.io) or SPDY/3.1 (raw echo
                            after the 101); `?refuse=1` answers 403 instead of switching
+  /api                     APIVersions naming the cluster's address (gzip when the client accepts it)
   /redirect                302 to /elsewhere
   /slow                    answers when released (timeouts)
   /broken                  starts a chunked body and drops the connection
@@ -72,10 +73,25 @@ class _Echo(asyncio.Protocol):
         self.done.set()
 
 
+CLUSTER_ADDRESS = "10.0.0.1:6443"
+
+
+def _core_discovery(request: web.Request) -> web.Response:
+    doc = {"kind": "APIVersions", "versions": ["v1"],
+           "serverAddressByClientCIDRs": [{"clientCIDR": "0.0.0.0/0", "serverAddress": CLUSTER_ADDRESS}]}  # fmt: skip
+    body = json.dumps(doc).encode()
+    if "gzip" in request.headers.get("Accept-Encoding", ""):
+        headers = {"Content-Encoding": "gzip", "Content-Type": "application/json"}
+        return web.Response(body=gzip.compress(body), headers=headers)
+    return web.Response(body=body, content_type="application/json")
+
+
 def make_handler(control: UpstreamControl):
     async def handler(request: web.Request) -> web.StreamResponse:
         path = request.path.rstrip("/")
         last = path.rsplit("/", 1)[-1]
+        if path == "/api":
+            return _core_discovery(request)
         if path.endswith("/redirect"):
             raise web.HTTPFound("/elsewhere")
         if path.endswith("/slow"):
