@@ -22,6 +22,7 @@ from connector.audit.sinks import AuditLog
 from connector.authn.errors import AuthenticationError
 from connector.identity import Identity
 from connector.kube.status import status_json
+from connector.policy.access_model import AccessRequestDefinition
 from connector.policy.engine import PolicyEngine
 from connector.proxy.config import ServerConfig
 from connector.proxy.handler import CONTEXT, Call, Refusal, handle_socket_request
@@ -55,6 +56,8 @@ class ProxyContext:
     authenticator: AuthenticatorLike
     login_config: dict[str, str] | None = None
     tap_factory: TapFactory | None = None
+    # What callers may request (the config's access_requests), to name the next step in a 403.
+    access_requests: tuple[AccessRequestDefinition, ...] = ()
     shutting_down: bool = False
     # Open streams per user: connector-wide, so it is never swapped on reload.
     streams: StreamSlots = field(default_factory=StreamSlots)

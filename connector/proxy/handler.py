@@ -37,8 +37,10 @@ from connector.authn.errors import AuthenticationError
 from connector.identity import Identity
 from connector.kube.requestinfo import RequestInfo, parse_request_info, reject_reason
 from connector.kube.status import status_json
+from connector.policy import access
+from connector.policy.engine import Decision as PolicyDecision
 from connector.policy.engine import PolicyEngine
-from connector.policy.rules import effective_verb, stream_request_info
+from connector.policy.rules import describe_request, effective_verb, stream_request_info
 from connector.proxy import forward, headers, reviews, upgrade
 from connector.proxy.registry import ActiveStream, SocketEntry
 from connector.proxy.status_form import wants_plain_text
@@ -119,6 +121,18 @@ def _attributes(info: RequestInfo) -> RequestAttributes:
 @functools.lru_cache(maxsize=4096)
 def _requests_child(socket: str, verb: str, code: int, decision: str) -> Any:
     return metrics.REQUESTS.labels(socket, verb, str(code), decision)
+
+
+def _denial_message(call: Call, identity: Identity, decision: PolicyDecision, info: RequestInfo) -> str:
+    """The 403 text. When an access request the caller may file would allow this, it is the exact
+    command to run; otherwise the engine's reason, prefixed with the socket."""
+    found = access.requestable_for(call.ctx.access_requests, identity, decision.needs_grant)
+    if found:
+        step = access.next_step(found[0], call.ctx.public_url)
+        return f'socket {call.socket}: {describe_request(info, effective_verb(info))} needs approval: run "{step}"'
+    if f"socket {call.socket}" in decision.reason:
+        return decision.reason
+    return f"socket {call.socket}: {decision.reason}"
 
 
 @functools.lru_cache(maxsize=4096)
@@ -377,10 +391,7 @@ async def _handle(call: Call) -> web.StreamResponse:
     decision = policy.decide(identity, call.socket, upstream.tags, checked.info, call.source_ip, now)
     call.policy, call.rule = decision.policy, decision.rule
     if not decision.allowed:
-        message = decision.reason
-        if f"socket {call.socket}" not in message:
-            message = f"socket {call.socket}: {message}"
-        raise Refusal(403, message, "deny")
+        raise Refusal(403, _denial_message(call, identity, decision, checked.info), "deny")
     call.decision = "allow"
     call.reason = decision.reason
 

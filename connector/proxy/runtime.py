@@ -111,6 +111,7 @@ class Connector:
             authenticator=authenticator,
             login_config=login_config(cfg.authentication),
             tap_factory=tap_factory(cfg.recordings),
+            access_requests=tuple(cfg.access_requests),
         )
         try:
             await registry.apply_static(cfg.sockets)
@@ -226,6 +227,7 @@ class Connector:
             self._later(retired_auth.close(), RETIRED_AUTHENTICATOR_GRACE_SECONDS)
         ctx.login_config = login_config(cfg.authentication)
         ctx.tap_factory = tap_factory(cfg.recordings)
+        ctx.access_requests = tuple(cfg.access_requests)
         if audit is not None:
             audit.start()
             retired_audit, ctx.audit = ctx.audit, audit
