@@ -31,6 +31,7 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand("token", "connector.aws.token_cli", "print an EKS bearer token as a kubeconfig ExecCredential"),
     Subcommand("sessions", "connector.audit.sessions_cli", "list, play and export recorded exec sessions"),
     Subcommand("client", "connector.client.cli", "user side: login, kubeconfig set, exec credential plugin"),
+    Subcommand("access", "connector.access.cli", "just-in-time access: request, list, approve, deny, revoke"),
 )
 
 EXIT_USAGE = 2

@@ -16,7 +16,7 @@ from connector.authn.config import AuthenticationConfig
 from connector.aws.discovery_config import DiscoveryConfig
 from connector.configfile import ConfigError, load_model, read_config_text
 from connector.model import StrictModel
-from connector.policy.access_model import AccessRequestList, check_grants
+from connector.policy.access_model import AccessRequestList, AccessStoreConfig, check_grants
 from connector.policy.model import PolicyList
 from connector.proxy.config import ServerConfig
 from connector.upstream.config import Sockets
@@ -36,6 +36,7 @@ class ConnectorConfig(StrictModel):
     audit: AuditConfig = Field(default_factory=AuditConfig)
     authentication: AuthenticationConfig = Field(default_factory=AuthenticationConfig)
     access_requests: AccessRequestList = Field(default_factory=list)
+    access_store: AccessStoreConfig | None = None
 
     @model_validator(mode="after")
     def _grants_resolve(self) -> ConnectorConfig:

@@ -72,6 +72,10 @@ class AuditEvent:
     stream: str | None = None
     session_protocol: str | None = None
     recording: str | None = None
+    # The access request the allow depended on (a grant), or that an /v1/access-requests call changed.
+    access_request: str | None = None
+    # For a change of an access request: action, name, requester, state, reason, approvers, expires_at.
+    access_change: dict[str, Any] | None = None
     error: str | None = None
 
     def to_dict(self) -> dict[str, Any]:

@@ -48,7 +48,7 @@ def _readable_file(value: str) -> str:
     return value
 
 
-def _common(p: argparse.ArgumentParser) -> None:
+def add_connector_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--connector", required=True, type=_connector_url, help="the connector's URL, https://host:port")
     p.add_argument(
         "--ca-file", type=_readable_file,
@@ -62,17 +62,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     sub = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
 
     login = sub.add_parser("login", help="log in with your SSO and cache the tokens")
-    _common(login)
+    add_connector_options(login)
     login.add_argument("--issuer", help="OIDC issuer URL (default: what the connector announces)")
     login.add_argument("--client-id", help="OIDC client id (default: what the connector announces)")
     login.add_argument("--device", action="store_true", help="use the device flow (no browser on this machine)")
     login.add_argument("--no-browser", action="store_true", help="print the login URL instead of opening a browser")
 
     token = sub.add_parser("token", help="exec credential plugin: print an ExecCredential for kubectl")
-    _common(token)
+    add_connector_options(token)
 
     sockets = sub.add_parser("sockets", help="list the sockets you may use")
-    _common(sockets)
+    add_connector_options(sockets)
     sockets.add_argument("--output", choices=("table", "json"), default="table")
 
     kubeconfig = sub.add_parser("kubeconfig", help="write, print or remove kubeconfig entries for the sockets")
@@ -83,7 +83,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         ("unset", "remove the sockets' entries from your kubeconfig"),
     ):
         p = kube_sub.add_parser(name, help=summary)
-        _common(p)
+        add_connector_options(p)
         p.add_argument("--socket", action="append", default=[], help="only this socket (repeatable; default: all)")
         p.add_argument("--kubeconfig", type=Path, help="file to edit (default: first of $KUBECONFIG or ~/.kube/config)")
         if name == "set":

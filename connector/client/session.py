@@ -87,3 +87,31 @@ def list_sockets(connector: str, id_token: str, *, verify: bool | str = True) ->
     if not ok:
         raise ConnectionError(f"{connector}/v1/sockets did not answer a list of sockets")
     return sockets
+
+
+class ApiRefused(Exception):
+    """The connector answered a `/v1` call with an error; `status` is its HTTP status."""
+
+    def __init__(self, status: int, message: str):
+        super().__init__(message)
+        self.status = status
+
+
+def call_api(
+    connector: str, method: str, path: str, id_token: str, *, body: Any = None, verify: bool | str = True
+) -> Any:
+    """One authenticated JSON call to the connector's `/v1` API; ApiRefused with its one-line message."""
+    url = connector.rstrip("/") + path
+    headers = {"Accept": "application/json", "Authorization": f"Bearer {id_token}"}
+    try:
+        resp = requests.request(
+            method, url, headers=headers, json=body, verify=verify, timeout=15, allow_redirects=False
+        )
+    except requests.RequestException as exc:
+        raise ConnectionError(f"cannot reach the connector at {url}: {exc}") from None
+    if resp.status_code >= 300:
+        raise ApiRefused(resp.status_code, _message(resp))
+    try:
+        return resp.json()
+    except ValueError:
+        raise ConnectionError(f"{url} did not answer JSON; is this a connector URL?") from None

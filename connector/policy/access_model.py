@@ -64,6 +64,13 @@ class AccessRequestDefinition(StrictModel):
         return parse_duration(self.max_duration)
 
 
+class AccessStoreConfig(StrictModel):
+    """Where access requests are kept. `file`: one JSON file, for a single connector replica (several
+    replicas need a shared store, which the file is not)."""
+
+    file: str = Field(min_length=1, description="path of the JSON file (created 0600 on first request)")
+
+
 AccessRequestList = Annotated[
     list[AccessRequestDefinition], AfterValidator(unique_names("access request", "access_requests"))
 ]

@@ -2,8 +2,9 @@
 
 Routes: `/sockets/{socket}/...` (the Kubernetes APIs, see handler.py), `/healthz` (the process is
 alive), `/readyz` (config loaded, sockets resolved, audit sink writable, not shutting down),
-`/metrics` (Prometheus), `/v1/sockets` (the sockets the caller may use, for `client kubeconfig set`)
-and `/v1/login-config` (the SSO issuer and client id, for `client login`; no authentication).
+`/metrics` (Prometheus), `/v1/sockets` (the sockets the caller may use, for `client kubeconfig set`),
+`/v1/access-requests` (just-in-time access, see access_api.py) and `/v1/login-config` (the SSO issuer
+and client id, for `client login`; no authentication).
 Anything else is a 404 Status.
 """
 
@@ -17,14 +18,16 @@ from typing import Any, Protocol
 import prometheus_client
 from aiohttp import web
 
+from connector.access.file_store import FileStore
 from connector.audit.recording import SessionMeta
 from connector.audit.sinks import AuditLog
-from connector.authn.errors import AuthenticationError
 from connector.identity import Identity
 from connector.kube.status import status_json
+from connector.policy.access_model import AccessRequestDefinition
 from connector.policy.engine import PolicyEngine
+from connector.proxy import access_api
 from connector.proxy.config import ServerConfig
-from connector.proxy.handler import CONTEXT, Call, Refusal, handle_socket_request
+from connector.proxy.handler import CONTEXT, Refusal, api_call, authenticate, caller_grants, handle_socket_request
 from connector.proxy.registry import SocketRegistry
 from connector.proxy.stream_limits import StreamSlots
 from connector.proxy.upgrade import SessionTap
@@ -55,6 +58,10 @@ class ProxyContext:
     authenticator: AuthenticatorLike
     login_config: dict[str, str] | None = None
     tap_factory: TapFactory | None = None
+    # What callers may request (the config's access_requests), to name the next step in a 403.
+    access_requests: tuple[AccessRequestDefinition, ...] = ()
+    # Where access requests are kept (the config's access_store); None: requests cannot be filed.
+    access_store: FileStore | None = None
     shutting_down: bool = False
     # Open streams per user: connector-wide, so it is never swapped on reload.
     streams: StreamSlots = field(default_factory=StreamSlots)
@@ -98,18 +105,18 @@ async def metrics_handler(request: web.Request) -> web.Response:
 
 async def list_sockets(request: web.Request) -> web.StreamResponse:
     """The sockets the caller may use now, with the kubeconfig server URL of each."""
-    ctx = request.app[CONTEXT]
-    call = Call(ctx, request)
-    call.raw_path, _, call.raw_query = request.raw_path.partition("?")
+    call = api_call(request)
     try:
-        call.identity = await ctx.authenticator.authenticate(request)
-    except AuthenticationError as exc:
-        return await call.refuse(Refusal(401, exc.public_message, "unauthenticated", detail=exc.detail))
-    identity, policy, now = call.identity, ctx.policy, dt.datetime.now(dt.UTC)
+        identity = await authenticate(call)
+    except Refusal as refusal:
+        return await call.refuse(refusal)
+    ctx = call.ctx
+    policy, now = ctx.policy, dt.datetime.now(dt.UTC)
+    grants = await caller_grants(ctx, identity, now)
     sockets: list[dict[str, Any]] = []
     for entry in ctx.registry.entries():
         upstream = entry.upstream
-        if policy.may_use_socket(identity, entry.name, upstream.tags, call.source_ip, now):
+        if policy.may_use_socket(identity, entry.name, upstream.tags, call.source_ip, now, grants=grants):
             sockets.append(
                 {
                     "name": entry.name,
@@ -154,6 +161,7 @@ def create_app(ctx: ProxyContext) -> web.Application:
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/v1/sockets", list_sockets)
     app.router.add_get("/v1/login-config", login_config_handler)
+    access_api.add_routes(app)
     app.router.add_route("*", "/sockets/{tail:.*}", handle_socket_request)
     app.router.add_route("*", "/{tail:.*}", not_found)
     return app

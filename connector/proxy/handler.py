@@ -36,8 +36,10 @@ from connector.authn.errors import AuthenticationError
 from connector.identity import Identity
 from connector.kube.requestinfo import RequestInfo, parse_query, parse_request_info, query_flag, reject_reason
 from connector.kube.status import status_json
+from connector.policy import access
+from connector.policy.engine import Decision as PolicyDecision
 from connector.policy.engine import PolicyEngine
-from connector.policy.rules import effective_verb, stream_request_info
+from connector.policy.rules import describe_request, effective_verb, stream_request_info
 from connector.proxy import forward, headers, reviews, upgrade
 from connector.proxy.registry import ActiveStream, SocketEntry
 from connector.proxy.status_form import wants_plain_text
@@ -119,6 +121,18 @@ def _requests_child(socket: str, verb: str, code: int, decision: str) -> Any:
     return metrics.REQUESTS.labels(socket, verb, str(code), decision)
 
 
+def _denial_message(call: Call, identity: Identity, decision: PolicyDecision, info: RequestInfo) -> str:
+    """The 403 text. When an access request the caller may file would allow this, it is the exact
+    command to run; otherwise the engine's reason, prefixed with the socket."""
+    found = access.requestable_for(call.ctx.access_requests, identity, decision.needs_grant)
+    if found:
+        step = access.next_step(found[0], call.ctx.public_url)
+        return f'socket {call.socket}: {describe_request(info, effective_verb(info))} needs approval: run "{step}"'
+    if f"socket {call.socket}" in decision.reason:
+        return decision.reason
+    return f"socket {call.socket}: {decision.reason}"
+
+
 @functools.lru_cache(maxsize=4096)
 def _duration_child(socket: str, verb: str) -> Any:
     return metrics.REQUEST_DURATION.labels(socket, verb)
@@ -151,6 +165,8 @@ class Call:
     stream: str | None = None
     session_protocol: str | None = None
     recording: str | None = None
+    access_request: str | None = None  # the grant the allow depended on
+    access_change: dict[str, Any] | None = None
     error: str | None = None
     raw_path: str = ""
     raw_query: str = ""
@@ -191,6 +207,8 @@ class Call:
             stream=self.stream,
             session_protocol=self.session_protocol,
             recording=self.recording,
+            access_request=self.access_request,
+            access_change=self.access_change,
             error=self.error,
         )
 
@@ -270,6 +288,22 @@ class Call:
         self.count(CLIENT_CLOSED)
 
 
+def api_call(request: web.Request) -> Call:
+    """A Call for one of the connector's own `/v1/...` endpoints (see `authenticate`)."""
+    call = Call(request.app[CONTEXT], request)
+    call.raw_path, _, call.raw_query = request.raw_path.partition("?")
+    return call
+
+
+async def authenticate(call: Call) -> Identity:
+    """Authenticate the caller of a `/v1/...` endpoint, or Refusal (401)."""
+    try:
+        call.identity = await call.ctx.authenticator.authenticate(call.request)
+    except AuthenticationError as exc:
+        raise Refusal(401, exc.public_message, "unauthenticated", detail=exc.detail) from None
+    return call.identity
+
+
 async def handle_socket_request(request: web.Request) -> web.StreamResponse:
     """The aiohttp handler for every `/sockets/...` request."""
     call = Call(request.app[CONTEXT], request)
@@ -335,6 +369,17 @@ def _check(call: Call) -> _Checked:
     return _Checked(info, protocol, body_limit)
 
 
+async def caller_grants(ctx: ProxyContext, identity: Identity, now: dt.datetime) -> dict[str, str]:
+    """The caller's grants now (policy name -> access request id), read from the access store; none
+    when no store or no access_requests are configured. The store reads from disk when the file changed,
+    so it runs in a thread."""
+    store, definitions = ctx.access_store, ctx.access_requests
+    if store is None or not definitions:
+        return {}
+    requests = await asyncio.to_thread(store.list)
+    return access.grants_for(requests, definitions, identity, now)
+
+
 def _is_proxy(info: RequestInfo) -> bool:
     """A request to a `proxy` subresource (or the legacy /proxy/ prefix): what answers is an application."""
     return "proxy" in (info.verb, info.subresource)
@@ -366,19 +411,18 @@ async def _handle(call: Call) -> web.StreamResponse:
     upstream = entry.upstream
     now = dt.datetime.now(dt.UTC)
 
+    grants = await caller_grants(ctx, identity, now)
+
     kind = reviews.review_kind(checked.info)
     if kind is not None:
-        if not policy.may_use_socket(identity, call.socket, upstream.tags, call.source_ip, now):
+        if not policy.may_use_socket(identity, call.socket, upstream.tags, call.source_ip, now, grants=grants):
             raise Refusal(403, f"no policy grants {identity.user} access to socket {call.socket}", "deny")
-        return await _answer_review(call, kind, policy, now)
+        return await _answer_review(call, kind, policy, now, grants)
 
-    decision = policy.decide(identity, call.socket, upstream.tags, checked.info, call.source_ip, now)
-    call.policy, call.rule = decision.policy, decision.rule
+    decision = policy.decide(identity, call.socket, upstream.tags, checked.info, call.source_ip, now, grants=grants)
+    call.policy, call.rule, call.access_request = decision.policy, decision.rule, decision.access_request
     if not decision.allowed:
-        message = decision.reason
-        if f"socket {call.socket}" not in message:
-            message = f"socket {call.socket}: {message}"
-        raise Refusal(403, message, "deny")
+        raise Refusal(403, _denial_message(call, identity, decision, checked.info), "deny")
     call.decision = "allow"
     call.reason = decision.reason
 
@@ -442,12 +486,14 @@ def _credentials_refused(call: Call) -> Refusal:
     )  # fmt: skip
 
 
-async def _answer_review(call: Call, kind: str, policy: PolicyEngine, now: dt.datetime) -> web.Response:
+async def _answer_review(
+    call: Call, kind: str, policy: PolicyEngine, now: dt.datetime, grants: dict[str, str]
+) -> web.Response:
     request, entry, identity = call.request, call.entry, call.identity
     assert entry is not None and identity is not None and call.info is not None and call.socket is not None
     socket, tags, source_ip = call.socket, entry.upstream.tags, call.source_ip
     body_limit = call.ctx.server.limits.max_body_bytes
-    body = await _read_body(request, body_limit, call.ctx.server.upstream.response_seconds)
+    body = await read_body(request, body_limit, call.ctx.server.upstream.response_seconds)
     call.counters.bytes_in = len(body)
     try:
         review = reviews.parse_review(kind, call.info, request.headers.get("Content-Type", ""), body)
@@ -456,8 +502,8 @@ async def _answer_review(call: Call, kind: str, policy: PolicyEngine, now: dt.da
     answer = reviews.answer_review(
         review,
         identity,
-        decide=lambda info: policy.decide(identity, socket, tags, info, source_ip, now),
-        rules_for=lambda namespace: policy.rules_for(identity, socket, tags, namespace, source_ip, now),
+        decide=lambda info: policy.decide(identity, socket, tags, info, source_ip, now, grants=grants),
+        rules_for=lambda namespace: policy.rules_for(identity, socket, tags, namespace, source_ip, now, grants=grants),
     )
     call.decision = "allow"
     call.reason = f"{kind} answered by the connector"
@@ -468,7 +514,7 @@ async def _answer_review(call: Call, kind: str, policy: PolicyEngine, now: dt.da
     return response
 
 
-async def _read_body(request: web.Request, limit: int, seconds: float) -> bytes:
+async def read_body(request: web.Request, limit: int, seconds: float) -> bytes:
     """The whole body, refusing past `limit` bytes (413) or `seconds` (408) before anything is forwarded.
 
     The time limit is what the cluster gets to answer: without one, a client trickling a chunked body
@@ -498,7 +544,7 @@ async def _forward(call: Call, k8s_path: str, upstream_headers: Any, body_limit:
     if request.body_exists:
         if body_limit is not None and request.content_length is None:
             # A chunked API object: read it whole (bounded) so that an oversized one never reaches the cluster.
-            body = await _read_body(request, body_limit, ctx.server.upstream.response_seconds)
+            body = await read_body(request, body_limit, ctx.server.upstream.response_seconds)
             call.counters.bytes_in = len(body)
             upstream_headers["Content-Length"] = str(len(body))
         else:

@@ -26,6 +26,7 @@ from aiohttp import web
 from yarl import URL
 
 from connector import metrics
+from connector.access.file_store import FileStore
 from connector.audit.config import AuditConfig
 from connector.audit.recording import drain_recordings, open_session_tap
 from connector.audit.recording_config import RecordingConfig
@@ -112,6 +113,8 @@ class Connector:
             authenticator=authenticator,
             login_config=login_config(cfg.authentication),
             tap_factory=tap_factory(cfg.recordings),
+            access_requests=tuple(cfg.access_requests),
+            access_store=_access_store(cfg, None),
         )
         try:
             await registry.apply_static(cfg.sockets)
@@ -227,6 +230,8 @@ class Connector:
             self._later(retired_auth.close(), RETIRED_AUTHENTICATOR_GRACE_SECONDS)
         ctx.login_config = login_config(cfg.authentication)
         ctx.tap_factory = tap_factory(cfg.recordings)
+        ctx.access_requests = tuple(cfg.access_requests)
+        ctx.access_store = _access_store(cfg, ctx.access_store)
         if audit is not None:
             audit.start()
             retired_audit, ctx.audit = ctx.audit, audit
@@ -331,6 +336,16 @@ def _policy_engine(cfg: ConnectorConfig, source: str) -> PolicyEngine:
         return PolicyEngine(cfg.policies)
     except ValueError as exc:
         raise ConfigError(source, [f"{source}: policies: {exc}"]) from None
+
+
+def _access_store(cfg: ConnectorConfig, current: FileStore | None) -> FileStore | None:
+    """The store the config names, keeping the current one (and its cache) when the file is the same."""
+    if cfg.access_store is None:
+        return None
+    path = Path(cfg.access_store.file)
+    if current is not None and current.path == path:
+        return current
+    return FileStore(path)
 
 
 def _reopen_audit(audit: AuditLog, cfg: AuditConfig) -> None:

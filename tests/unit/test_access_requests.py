@@ -102,6 +102,11 @@ BAD_CONFIGS = {
         CONFIG.replace("    grants: [prod-exec]\n    max_duration: 30m", "    grants: []\n    max_duration: 30m"),
         "connector.yaml:26: access_requests[1]: grants lists no policy",
     ),
+    "empty-store-file": (
+        CONFIG + 'access_store:\n  file: ""\n',
+        "connector.yaml:39: access_store.file: string should have at least 1 character",
+    ),
+    "unknown-store": (CONFIG + "access_store:\n  crd: {}\n", "connector.yaml:39: access_store.crd: unknown key"),
 }
 
 
