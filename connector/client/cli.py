@@ -24,6 +24,8 @@ from connector.client.kubeconfig_edit import (
     connector_entries,
     default_kubeconfig_path,
     edit_kubeconfig,
+    named_entries,
+    profile_user,
     remove_entries,
     render,
 )
@@ -90,8 +92,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
             p.add_argument("--set-current", action="store_true", help="make the (first) new context the current one")
         if name != "unset":
             p.add_argument(
-                "--context-template", default="connector-{socket}",
-                help="context name, with {socket} and {profile} (default: connector-{socket})",
+                "--context-template",
+                help="context name, with {socket} and {profile} "
+                "(default: connector-{socket}, or connector-{socket}-{profile} with --profile)",
             )
 
 
@@ -181,17 +184,17 @@ def _chosen(args: argparse.Namespace) -> list[str]:
 
 
 def _our_contexts(config: dict, args: argparse.Namespace) -> list[str]:
-    """Contexts whose cluster is one this command wrote for the connector (all, or the --socket ones)."""
-    host = urlsplit(args.connector).netloc
-    if args.socket:
-        clusters = {f"connector-{name}@{host}" for name in args.socket}
-    else:
-        names = (str(c.get("name", "")) for c in config.get("clusters") or [] if isinstance(c, dict))
-        clusters = {name for name in names if name.endswith(f"@{host}")}
+    """Contexts this command wrote for the connector and this --profile (all, or the --socket ones).
+
+    They are found by their user, which is the profile's own: another profile's entries never match."""
+    user = profile_user(args.connector, args.profile)
+    servers = {c.get("name"): (c.get("cluster") or {}).get("server") for c in named_entries(config, "clusters")}
+    wanted = {f"{args.connector}/sockets/{name}" for name in args.socket}
     return [
         str(ctx.get("name"))
-        for ctx in config.get("contexts") or []
-        if isinstance(ctx, dict) and (ctx.get("context") or {}).get("cluster") in clusters
+        for ctx in named_entries(config, "contexts")
+        if (ctx.get("context") or {}).get("user") == user
+        and (not args.socket or servers.get((ctx.get("context") or {}).get("cluster")) in wanted)
     ]
 
 

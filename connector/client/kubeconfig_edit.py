@@ -1,8 +1,9 @@
 """Add and remove the connector's entries in a user's kubeconfig without touching anything else.
 
 The file is locked the way kubectl locks it while it is read, changed and replaced (kubectl itself
-may be writing it), replaced atomically, and keeps its permissions. Entries are named after the socket, so
-running `kubeconfig set` again updates them in place.
+may be writing it), replaced atomically, and keeps its permissions. Entries are named after the socket
+(and the profile, when one is given), so running `kubeconfig set` again updates them in place and two
+profiles' logins never share, repoint or remove each other's entries.
 """
 
 from __future__ import annotations
@@ -48,30 +49,45 @@ def exec_user(args: tuple[str, ...], api_version: str = "client.authentication.k
     }
 
 
+DEFAULT_PROFILE = "default"
+
+
+def default_context_template(profile: str) -> str:
+    """`connector-{socket}`, with the profile appended when one is given, so that each login has its own."""
+    return "connector-{socket}" if profile == DEFAULT_PROFILE else "connector-{socket}-{profile}"
+
+
+def profile_user(connector: str, profile: str) -> str:
+    """The kubeconfig user of one login (connector and profile): it marks which entries are whose."""
+    return f"connector-{profile}@{urlsplit(connector).netloc}"
+
+
 def connector_entries(
     connector: str,
     sockets: Iterable[str],
     *,
     ca_file: str | Path | None,
-    profile: str = "default",
+    profile: str = DEFAULT_PROFILE,
     cache_dir: Path | None = None,
-    context_template: str = "connector-{socket}",
+    context_template: str | None = None,
 ) -> list[SocketEntry]:
     """The kubeconfig entries for `sockets` on `connector`, authenticated by `client token` (exec plugin)."""
     ca_pem = Path(ca_file).read_bytes() if ca_file else None
     plugin = ["-m", "connector", "client", "token", "--connector", connector]
     if ca_file:
         plugin += ["--ca-file", str(Path(ca_file).resolve())]
-    if profile != "default":
+    if profile != DEFAULT_PROFILE:
         plugin += ["--profile", profile]
     if cache_dir:
         plugin += ["--cache-dir", str(cache_dir)]
     host = urlsplit(connector).netloc
+    template = context_template or default_context_template(profile)
+    suffix = "" if profile == DEFAULT_PROFILE else f"-{profile}"
     return [
         SocketEntry(
-            context=context_template.format(socket=name, profile=profile),
-            cluster=f"connector-{name}@{host}",
-            user=f"connector-{profile}@{host}",
+            context=template.format(socket=name, profile=profile),
+            cluster=f"connector-{name}{suffix}@{host}",
+            user=profile_user(connector, profile),
             server=f"{connector}/sockets/{name}",
             ca_pem=ca_pem,
             exec_args=tuple(plugin),
@@ -88,8 +104,30 @@ def _upsert(items: list[dict[str, Any]], name: str, key: str, value: dict[str, A
     items.append({"name": name, key: value})
 
 
+def named_entries(config: dict[str, Any], field: str) -> list[dict[str, Any]]:
+    """The well-formed items of a kubeconfig list (`clusters`, `users`, `contexts`); hand edits may leave others."""
+    items = config.get(field)
+    return [item for item in items if isinstance(item, dict)] if isinstance(items, list) else []
+
+
+def _refuse_foreign_contexts(config: dict[str, Any], entries: Iterable[SocketEntry]) -> None:
+    """A context of the same name that another user (another profile's login, or the user's own entry)
+    owns is never repointed: the whole change is refused, naming it."""
+    users = {c.get("name"): (c.get("context") or {}).get("user") for c in named_entries(config, "contexts")}
+    for e in entries:
+        owner = users.get(e.context, e.user)
+        if owner != e.user:
+            raise ValueError(
+                f"context {e.context} already exists for user {owner}, not {e.user}; nothing was written: "
+                "choose other names with --context-template (e.g. with {profile})"
+            )
+
+
 def apply_entries(config: dict[str, Any], entries: Iterable[SocketEntry], *, set_current: str | None) -> dict[str, Any]:
-    """Pure: `config` with each entry's cluster, user and context added or replaced."""
+    """Pure: `config` with each entry's cluster, user and context added or replaced. Raises ValueError,
+    changing nothing, when an entry's context belongs to another user."""
+    entries = list(entries)
+    _refuse_foreign_contexts(config, entries)
     config.setdefault("apiVersion", "v1")
     config.setdefault("kind", "Config")
     config.setdefault("preferences", {})

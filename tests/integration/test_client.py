@@ -89,8 +89,8 @@ def _cli(*args: str, cache: Path, env: dict[str, str] | None = None, **kw) -> su
     )
 
 
-def _login(h: Harness, cache: Path, user: str = "alice") -> None:
-    proc = _cli("login", "--connector", h.connector, "--no-browser", cache=cache)
+def _login(h: Harness, cache: Path, user: str = "alice", profile: str = "default") -> None:
+    proc = _cli("login", "--connector", h.connector, "--no-browser", "--profile", profile, cache=cache)
     url = None
     assert proc.stderr is not None
     for line in proc.stderr:
@@ -255,6 +255,58 @@ def test_kubeconfig_set_merges_and_unset_removes_only_ours(harness: Harness, tmp
     )
     assert yaml.safe_load(kubeconfig.read_text())["contexts"] == unrelated["contexts"]
     assert yaml.safe_load(kubeconfig.read_text())["clusters"] == unrelated["clusters"]
+
+
+def _contexts_by_kubectl(home: Path) -> dict[str, tuple[str, str]]:
+    """`kubectl config get-contexts` of the kubeconfig in `home`: context name -> (cluster, user)."""
+    listed = subprocess.run(
+        ["kubectl", "config", "get-contexts", "--no-headers"],
+        capture_output=True, text=True, timeout=60, check=True, env={**os.environ, "HOME": str(home), "KUBECONFIG": ""},
+    )  # fmt: skip
+    rows = [line.lstrip("* ").split() for line in listed.stdout.splitlines()]
+    return {row[0]: (row[1], row[2]) for row in rows}
+
+
+def test_two_profiles_keep_their_own_contexts_and_unset_removes_only_its_own(harness: Harness, tmp_path: Path):
+    """Both logins may use socket `dev`: each gets its own context, cluster and user, and neither
+    `set` nor `unset` of one profile touches the other's (they used to share `connector-dev`)."""
+    cache, home = tmp_path / "cache", tmp_path / "home"
+    home.mkdir()
+    _login(harness, cache, "bob", profile="dev-bob")
+    _login(harness, cache, "carol", profile="nb-carol")
+    env = {**os.environ, "HOME": str(home), "KUBECONFIG": ""}
+
+    def kubeconfig(action: str, profile: str, *extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [sys.executable, "-m", "connector", "client", "kubeconfig", action, "--connector", harness.connector,
+             "--cache-dir", str(cache), "--profile", profile, *extra],
+            cwd=REPO, capture_output=True, text=True, timeout=60, env=env,
+        )  # fmt: skip
+
+    host = harness.connector.removeprefix("http://")
+    assert kubeconfig("set", "dev-bob").returncode == 0
+    assert kubeconfig("set", "nb-carol").returncode == 0
+    bob = ("connector-dev-dev-bob", (f"connector-dev-dev-bob@{host}", f"connector-dev-bob@{host}"))
+    carol = ("connector-dev-nb-carol", (f"connector-dev-nb-carol@{host}", f"connector-nb-carol@{host}"))
+    assert _contexts_by_kubectl(home) == dict([bob, carol])
+
+    # A template that names carol's context like bob's is refused, and the file is left as it was.
+    before = (home / ".kube" / "config").read_text()
+    clash = kubeconfig("set", "nb-carol", "--context-template", "connector-{socket}-dev-bob")
+    assert clash.returncode == 1
+    assert clash.stderr == (
+        f"error: context connector-dev-dev-bob already exists for user connector-dev-bob@{host}, not "
+        f"connector-nb-carol@{host}; nothing was written: "
+        "choose other names with --context-template (e.g. with {profile})\n"
+    )
+    assert (home / ".kube" / "config").read_text() == before
+
+    removed = kubeconfig("unset", "dev-bob")
+    assert removed.returncode == 0
+    assert removed.stderr == f"Removed 1 context(s) from {home}/.kube/config: connector-dev-dev-bob\n"
+    assert _contexts_by_kubectl(home) == dict([carol])
+    assert kubeconfig("unset", "nb-carol", "--socket", "dev").returncode == 0
+    assert _contexts_by_kubectl(home) == {}
 
 
 def test_sockets_listing(harness: Harness, tmp_path: Path):
