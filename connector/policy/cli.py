@@ -16,30 +16,15 @@ import re
 import sys
 from datetime import UTC, datetime
 
-from pydantic import ConfigDict, Field
-
-from connector.configfile import ConfigError, load_model, parse_yaml, read_config_text
+from connector.configfile import ConfigError
 from connector.identity import Identity
 from connector.kube.requestinfo import parse_request_info, reject_reason
-from connector.model import StrictModel
 from connector.policy import replay_cli
+from connector.policy.config_input import UsageError, load_policy_file, parse_time
 from connector.policy.engine import PolicyEngine
-from connector.policy.model import PolicyList
 
 EXIT_ALLOWED, EXIT_DENIED, EXIT_USAGE = 0, 1, 2
 _METHOD = re.compile(r"[A-Za-z]+")
-
-
-class PolicyFile(StrictModel):
-    """The `policies` key of a connector config; the other keys are not this command's business."""
-
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    policies: PolicyList = Field(default_factory=list)
-
-
-class UsageError(Exception):
-    """Bad input on the command line: printed on stderr, exit code 2."""
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -100,9 +85,9 @@ def _check(args: argparse.Namespace) -> int:
             ipaddress.ip_address(args.source_ip)
         except ValueError:
             raise UsageError(f"--source-ip {args.source_ip!r} is not an IP address") from None
-    now = _parse_time(args.at) if args.at else datetime.now(UTC)
+    now = parse_time(args.at, "--at") if args.at else datetime.now(UTC)
 
-    policies = load_policies(args.config, "check")
+    policies, _ = load_policy_file(args.config, "check")
 
     info = parse_request_info(method, path, query)
     identity = Identity(user=args.user, groups=tuple(args.group))
@@ -122,40 +107,8 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_ALLOWED if decision.allowed else EXIT_DENIED
 
 
-def load_policies(config: str, command: str) -> PolicyList:
-    """The policies of a config file (a warning on stderr when it has none: nothing is allowed)."""
-    text = read_config_text(config)
-    data = parse_yaml(text, config)
-    if not isinstance(data, dict) or "policies" not in data:
-        print(f"policy {command}: warning: {config} has no `policies` key, so nothing is allowed", file=sys.stderr)
-    return load_model(PolicyFile, text, config).policies
-
-
-def socket_tags(config: str) -> dict[str, dict[str, str]]:
-    """The `tags` of each socket the config file declares (sockets found by discovery have none here)."""
-    data = parse_yaml(read_config_text(config), config)
-    sockets = data.get("sockets") if isinstance(data, dict) else None
-    if not isinstance(sockets, dict):
-        return {}
-    return {
-        str(name): {str(k): str(v) for k, v in (body.get("tags") or {}).items()}
-        for name, body in sockets.items()
-        if isinstance(body, dict) and isinstance(body.get("tags") or {}, dict)
-    }
-
-
 def _parse_tag(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise UsageError(f"--socket-tag {text!r}: write KEY=VALUE")
     return key, value
-
-
-def _parse_time(text: str, option: str = "--at") -> datetime:
-    try:
-        at = datetime.fromisoformat(text)
-    except ValueError:
-        raise UsageError(f"{option} {text!r} is not an ISO 8601 time (e.g. 2026-05-04T09:30:00Z)") from None
-    if at.tzinfo is None:
-        raise UsageError(f"{option} {text!r} has no timezone: add Z or an offset such as +02:00")
-    return at

@@ -204,8 +204,10 @@ class Decider:
             # A self-review is answered by the connector itself for anyone who may use the socket,
             # whatever the rules say (connector/proxy/handler.py): decide it the same way.
             usable = self._engine.may_use_socket(identity, req.socket, tags, req.source_ip, req.time)
-            reason = "a self-review, answered by the connector" if usable else (
-                f"no policy grants {req.user} access to socket {req.socket}"
+            reason = (
+                "a self-review, answered by the connector"
+                if usable
+                else (f"no policy grants {req.user} access to socket {req.socket}")
             )
             outcome = Outcome(usable, None, reason)
         else:

@@ -11,6 +11,7 @@ import json
 import sys
 from typing import Any
 
+from connector.policy.config_input import load_policy_file, parse_time
 from connector.policy.engine import PolicyEngine
 from connector.policy.replay import Decider, Filters, ReadStats, read_requests, render_table, replay, summary
 from connector.policy.suggest import suggest_policy
@@ -50,11 +51,9 @@ def _filters(parser: argparse.ArgumentParser, subject_required: bool = False) ->
 
 
 def _read_filters(args: argparse.Namespace) -> Filters:
-    from connector.policy.cli import _parse_time
-
     return Filters(
-        since=_parse_time(args.since, "--since") if args.since else None,
-        until=_parse_time(args.until, "--until") if args.until else None,
+        since=parse_time(args.since, "--since") if args.since else None,
+        until=parse_time(args.until, "--until") if args.until else None,
         socket=args.socket,
         user=args.user,
         group=args.group,
@@ -62,10 +61,8 @@ def _read_filters(args: argparse.Namespace) -> Filters:
 
 
 def _decider(config: str) -> Decider:
-    from connector.policy.cli import load_policies, socket_tags
-
-    policies = load_policies(config, "replay")
-    return Decider(PolicyEngine(policies), socket_tags(config), policies)
+    policies, tags = load_policy_file(config, "replay")
+    return Decider(PolicyEngine(policies), tags, policies)
 
 
 def _report_malformed(stats: ReadStats, command: str) -> None:

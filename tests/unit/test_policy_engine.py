@@ -9,7 +9,7 @@ import pytest
 from connector.configfile import load_model
 from connector.identity import Identity
 from connector.kube.requestinfo import RequestInfo, parse_request_info
-from connector.policy.cli import PolicyFile
+from connector.policy.config_input import PolicyFile
 from connector.policy.engine import PolicyEngine
 
 POLICIES = """
