@@ -31,11 +31,14 @@ class FileStore:
         self._lock = FileLock(str(self.path) + ".lock", timeout=_LOCK_TIMEOUT_SECONDS)
         self._cache_key: tuple[int, int, int] | None = None
         self._cache: dict[str, AccessRequest] = {}
+        self._ordered: list[AccessRequest] = []  # _cache's values, oldest first: sorted once per change
         self._cache_guard = threading.Lock()
 
     def list(self) -> list[AccessRequest]:
-        """Every request, oldest first."""
-        return sorted(self._read().values(), key=lambda r: (r.created_at, r.id))
+        """Every request, oldest first (a new list; the store's own stays as read)."""
+        with self._cache_guard:
+            self._read_locked()
+            return list(self._ordered)
 
     def get(self, request_id: str) -> AccessRequest:
         found = self._read().get(request_id)
@@ -75,18 +78,23 @@ class FileStore:
             return result
 
     def _read(self) -> dict[str, AccessRequest]:
+        with self._cache_guard:
+            return self._read_locked()
+
+    def _read_locked(self) -> dict[str, AccessRequest]:
         try:
             st = os.stat(self.path)
         except FileNotFoundError:
-            return {}
+            self._cache_key, self._cache, self._ordered = None, {}, []
+            return self._cache
         key = (st.st_ino, st.st_mtime_ns, st.st_size)
-        with self._cache_guard:
-            if key == self._cache_key:
-                return self._cache
-            try:
-                document = json.loads(self.path.read_text(encoding="utf-8"))
-                requests = {r.id: r for r in map(AccessRequest.from_json, document["requests"])}
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                raise RuntimeError(f"access request file {self.path} is unreadable: {exc}") from None
-            self._cache_key, self._cache = key, requests
-            return requests
+        if key == self._cache_key:
+            return self._cache
+        try:
+            document = json.loads(self.path.read_text(encoding="utf-8"))
+            requests = {r.id: r for r in map(AccessRequest.from_json, document["requests"])}
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise RuntimeError(f"access request file {self.path} is unreadable: {exc}") from None
+        self._cache_key, self._cache = key, requests
+        self._ordered = sorted(requests.values(), key=lambda r: (r.created_at, r.id))
+        return requests
