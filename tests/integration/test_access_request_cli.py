@@ -17,11 +17,9 @@ import pytest_asyncio
 import yaml
 
 from connector.client.token_store import StoredTokens, TokenStore
-from sandbox.apiserver import EmulatedApiServer
-from tests.integration.test_proxy_kubectl import Kubectl, World
+from tests.integration.test_proxy_kubectl import Kubectl, World, emulated_prod
 from tests.support.oidc import running_issuer
-from tests.support.proxy_harness import Cluster, ProxyHarness
-from tests.support.stream_app import make_pod
+from tests.support.proxy_harness import ProxyHarness
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -54,11 +52,7 @@ ACCESS_REQUESTS = [
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def world(tmp_path_factory: pytest.TempPathFactory):
     tmp: Path = tmp_path_factory.mktemp("access-request-cli")
-    cluster = EmulatedApiServer("prod", scratch_dir=tmp / "cluster", log_interval=0.2)
-    await cluster.start()
-    try:
-        cluster.store.apply(make_pod("web", containers=[{"name": "main", "image": "busybox"}]))
-        target = Cluster(cluster.url, cluster.ca_pem, cluster.bootstrap_token)
+    async with emulated_prod(tmp, {"name": "main", "image": "busybox"}) as (cluster, target):
         async with running_issuer() as issuer:
             config = {
                 "authentication": {"oidc": [{"issuer": issuer.url, "client_id": CLIENT_ID}]},
@@ -76,8 +70,6 @@ async def world(tmp_path_factory: pytest.TempPathFactory):
                 kubeconfig = tmp / "kubeconfig"
                 kubeconfig.write_text(yaml.safe_dump(_kubeconfig(harness, tokens)))
                 yield world, caches, kubeconfig
-    finally:
-        await cluster.stop()
 
 
 def _kubeconfig(harness: ProxyHarness, tokens: dict[str, str]) -> dict[str, Any]:

@@ -7,10 +7,8 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from sandbox.apiserver import EmulatedApiServer
-from tests.integration.test_proxy_kubectl import Kubectl, World
-from tests.support.proxy_harness import Cluster, ProxyHarness
-from tests.support.stream_app import make_pod
+from tests.integration.test_proxy_kubectl import Kubectl, World, emulated_prod
+from tests.support.proxy_harness import ProxyHarness
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -53,16 +51,10 @@ ACCESS_REQUESTS = [
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def world(tmp_path_factory: pytest.TempPathFactory):
     tmp: Path = tmp_path_factory.mktemp("access-request-denial")
-    cluster = EmulatedApiServer("prod", scratch_dir=tmp / "cluster", log_interval=0.2)
-    await cluster.start()
-    try:
-        cluster.store.apply(make_pod("web", containers=[{"name": "main", "image": "busybox"}]))
-        target = Cluster(cluster.url, cluster.ca_pem, cluster.bootstrap_token)
+    async with emulated_prod(tmp, {"name": "main", "image": "busybox"}) as (cluster, target):
         config = {"access_requests": ACCESS_REQUESTS}
         async with ProxyHarness(tmp, policies=POLICIES, cluster=target, config=config) as harness:
             yield World(harness, cluster, tmp)
-    finally:
-        await cluster.stop()
 
 
 def next_step(world: World) -> str:

@@ -4,11 +4,14 @@ the sandbox's emulated EKS API server: everything a user does works, and a denia
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -52,20 +55,25 @@ class World:
     tmp: Path
 
 
-@pytest_asyncio.fixture(scope="module", loop_scope="module")
-async def world(tmp_path_factory: pytest.TempPathFactory):
-    tmp = tmp_path_factory.mktemp("kubectl-through-connector")
+@contextlib.asynccontextmanager
+async def emulated_prod(tmp: Path, container: dict[str, Any]) -> AsyncIterator[tuple[EmulatedApiServer, Cluster]]:
+    """An emulated `prod` cluster holding pod `web` with `container`, and how the connector reaches it."""
     cluster = EmulatedApiServer("prod", scratch_dir=tmp / "cluster", log_interval=0.2)
     await cluster.start()
     try:
-        cluster.store.apply(
-            make_pod("web", containers=[{"name": "main", "image": "busybox", "ports": [{"containerPort": 8080}]}])
-        )
-        target = Cluster(cluster.url, cluster.ca_pem, cluster.bootstrap_token)
-        async with ProxyHarness(tmp, policies=POLICIES, cluster=target) as harness:
-            yield World(harness, cluster, tmp)
+        cluster.store.apply(make_pod("web", containers=[container]))
+        yield cluster, Cluster(cluster.url, cluster.ca_pem, cluster.bootstrap_token)
     finally:
         await cluster.stop()
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def world(tmp_path_factory: pytest.TempPathFactory):
+    tmp = tmp_path_factory.mktemp("kubectl-through-connector")
+    container = {"name": "main", "image": "busybox", "ports": [{"containerPort": 8080}]}
+    async with emulated_prod(tmp, container) as (cluster, target):
+        async with ProxyHarness(tmp, policies=POLICIES, cluster=target) as harness:
+            yield World(harness, cluster, tmp)
 
 
 class Kubectl:
