@@ -217,6 +217,7 @@ class Node:
             log.warning("node %s: pod %s/%s: %s", self.name, namespace, name, exc)
 
     def _running_status(self, pod: dict[str, Any]) -> dict[str, Any]:
+        """The status a kubelet reports for a started pod; `qosClass` stays what the apiserver set (immutable)."""
         now = _now()
         uid = pod["metadata"].get("uid", "")
         ip = self._pod_ips.setdefault(uid, f"10.244.0.{len(self._pod_ips) % 250 + 2}")
@@ -232,7 +233,6 @@ class Node:
             "podIP": ip,
             "podIPs": [{"ip": ip}],
             "startTime": now,
-            "qosClass": "BestEffort",
             "containerStatuses": [{
                 "name": c.get("name", ""),
                 "image": c.get("image", ""),
