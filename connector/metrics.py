@@ -29,6 +29,21 @@ OPEN_STREAMS = Gauge(
     "Long-lived streams open now, by socket and kind (watch, log, exec, attach, portforward).",
     ["socket", "kind"],
 )
+CONNECTIONS_OPEN = Gauge(
+    "connector_connections_open",
+    "Client connections open now, from their accept (TLS handshakes included).",
+)
+CONNECTIONS_REFUSED = Counter(
+    "connector_connections_refused_total",
+    "Client connections closed at accept, by reason (max_connections, max_connections_per_ip).",
+    ["reason"],
+)
+CONNECTION_TIMEOUTS = Counter(
+    "connector_connection_timeouts_total",
+    "Client connections closed by a deadline before a request reached the handler, by phase "
+    "(handshake, headers, idle).",
+    ["phase"],
+)
 SESSIONS = Counter(
     "connector_sessions_total",
     "Interactive sessions started (exec, attach, portforward), by socket and kind.",

@@ -58,8 +58,9 @@ class TlsConfig(StrictModel):
 
 
 class LimitsConfig(StrictModel):
-    """Request limits: requests over the size limits get 413 before anything reaches a cluster, and a
-    long-lived stream over the stream limits gets 429."""
+    """Request limits: requests over the size limits get 413 before anything reaches a cluster, a
+    long-lived stream over the stream limits gets 429, and a connection over the connection bounds
+    is closed."""
 
     # Go's http.DefaultMaxHeaderBytes, which kube-apiserver uses.
     max_header_bytes: int = Field(default=1 << 20, ge=8 << 10, le=16 << 20)
@@ -75,6 +76,23 @@ class LimitsConfig(StrictModel):
     # take them all. 64 is far above what a person's kubectl sessions and a controller's informers use.
     max_streams_per_user: int = Field(default=64, ge=1, le=100_000)
     max_streams: int = Field(default=2048, ge=1, le=1_000_000)
+    # Connection bounds, before any request is known (kube-apiserver has the same: Go's ReadHeaderTimeout,
+    # IdleTimeout). They never apply while a request is with the handler, so quiet streams stay open.
+    # At most asyncio's own 60 s handshake bound, which stays behind ours.
+    tls_handshake_seconds: float = Field(default=10.0, gt=0, le=60)
+    header_read_seconds: float = Field(default=30.0, gt=0, le=3600)
+    keepalive_idle_seconds: float = Field(default=90.0, gt=0, le=3600)
+    max_connections: int = Field(default=10_000, ge=1, le=1_000_000)
+    max_connections_per_ip: int = Field(default=500, ge=1, le=1_000_000)
+
+    @model_validator(mode="after")
+    def _per_ip_within_total(self) -> LimitsConfig:
+        if self.max_connections_per_ip > self.max_connections:
+            raise ValueError(
+                f"max_connections_per_ip ({self.max_connections_per_ip}) is over max_connections "
+                f"({self.max_connections}); lower it or raise max_connections"
+            )
+        return self
 
 
 class UpstreamTimeoutsConfig(StrictModel):

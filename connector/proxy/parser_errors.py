@@ -10,6 +10,7 @@ as one line without the quote.
 from __future__ import annotations
 
 import logging
+from http import HTTPStatus
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
@@ -23,7 +24,9 @@ def parse_error_kind(message: str | None) -> str:
     return (message or "").split("\n", 1)[0].strip().rstrip(":") or "malformed request"
 
 
-class _QuotelessRequestHandler(RequestHandler):
+class QuotelessRequestHandler(RequestHandler):
+    """A request handler whose parser refusals name the kind of error, never the bytes (see the module)."""
+
     def handle_error(
         self, request: web.BaseRequest, status: int = 500, exc: BaseException | None = None, message: str | None = None
     ) -> web.StreamResponse:
@@ -33,21 +36,6 @@ class _QuotelessRequestHandler(RequestHandler):
         log.info("malformed request head from %s: %s", request.remote, kind)
         if request.writer.output_size > 0:
             raise ConnectionError("Response is sent already, cannot send another response with the error message")
-        response = web.Response(status=status, text=f"{status} Bad Request\n\n{kind}\n")
+        response = web.Response(status=status, text=f"{status} {HTTPStatus(status).phrase}\n\n{kind}\n")
         response.force_close()
         return response
-
-
-class _QuotelessServer(web.Server):
-    def __call__(self) -> RequestHandler:
-        return _QuotelessRequestHandler(self, loop=self._loop, **self._kwargs)
-
-
-class ProxyRunner(web.AppRunner):
-    """An AppRunner whose connections answer parser errors without quoting the request."""
-
-    async def _make_server(self) -> web.Server:
-        server = await super()._make_server()
-        # aiohttp has no setting for the request handler class; the server is ours to specialise.
-        server.__class__ = _QuotelessServer
-        return server

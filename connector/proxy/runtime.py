@@ -37,7 +37,7 @@ from connector.aws.token import EksTokenCache
 from connector.config import ConfigError, ConnectorConfig, load_config
 from connector.policy.engine import PolicyEngine
 from connector.proxy.app import ProxyContext, TapFactory, create_app, runner_options
-from connector.proxy.parser_errors import ProxyRunner
+from connector.proxy.connection_bounds import BoundedSite, ConnectionBounds, ProxyRunner
 from connector.proxy.registry import SocketRegistry
 from connector.proxy.server_tls import ServerTls, build_server_tls
 from connector.upstream import SocketError, upstream_for_eks_cluster
@@ -135,9 +135,11 @@ class Connector:
         public_host = configured.host if configured and configured.host else (
             "127.0.0.1" if listen.is_wildcard else listen.host)  # fmt: skip
         self.tls = build_server_tls(cfg.server, public_host, self.ctx.authenticator.client_ca_file)
-        self._runner = ProxyRunner(create_app(self.ctx), **runner_options(cfg.server))
+        ctx = self.ctx
+        bounds = ConnectionBounds(lambda: ctx.server.limits)
+        self._runner = ProxyRunner(create_app(ctx), bounds, **runner_options(cfg.server))
         await self._runner.setup()
-        site = web.TCPSite(self._runner, listen.host, listen.port, ssl_context=self.tls.context)
+        site = BoundedSite(self._runner, listen.host, listen.port, ssl_context=self.tls.context)
         await site.start()
         self.url = public_url(cfg, site.port)
         self.ctx.public_url = self.url
@@ -364,6 +366,6 @@ def _warn_restart_needed(old: ConnectorConfig, new: ConnectorConfig) -> None:
             log.warning("server.%s changed: restart the connector to apply it (the rest of the config is applied)", key)
     if old.server.limits != new.server.limits:
         log.warning(
-            "server.limits changed: applied to new requests, but the HTTP parser keeps the header line "
-            "limit it started with until a restart"
+            "server.limits changed: applied to new requests and connections, but the HTTP parser keeps the "
+            "header line limit it started with until a restart"
         )
