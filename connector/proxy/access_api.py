@@ -173,6 +173,7 @@ def _transition(action: str, apply: Transition) -> Callable[[web.Request], Any]:
                 return apply(current, definitions, identity, now, reason)
 
             changed = await asyncio.to_thread(store.update, request_id, change)
+            call.ctx.granted_streams.changed()  # a revoke ends the streams it allowed now
             call.access_change = _change_record(action, changed, now, reason)
             call.reason = f"access request {request_id}: {action} by {identity.user}, now {changed.state_at(now)}"
             return await _answer(call, 200, changed.view(now))

@@ -27,6 +27,7 @@ from connector.policy.access_model import AccessRequestDefinition
 from connector.policy.engine import PolicyEngine
 from connector.proxy import access_api
 from connector.proxy.config import ServerConfig
+from connector.proxy.granted_streams import GrantedStreams
 from connector.proxy.handler import CONTEXT, Refusal, api_call, authenticate, caller_grants, handle_socket_request
 from connector.proxy.registry import SocketRegistry
 from connector.proxy.stream_limits import StreamSlots
@@ -65,6 +66,8 @@ class ProxyContext:
     shutting_down: bool = False
     # Open streams per user: connector-wide, so it is never swapped on reload.
     streams: StreamSlots = field(default_factory=StreamSlots)
+    # Open streams that an access request allowed, ended when it expires or is revoked; never swapped.
+    granted_streams: GrantedStreams = field(default_factory=GrantedStreams)
 
 
 def _text(status: int, text: str) -> web.Response:

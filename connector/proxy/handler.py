@@ -41,7 +41,8 @@ from connector.policy.engine import Decision as PolicyDecision
 from connector.policy.engine import PolicyEngine
 from connector.policy.rules import describe_request, effective_verb, stream_request_info
 from connector.proxy import forward, headers, reviews, upgrade
-from connector.proxy.registry import ActiveStream, SocketEntry
+from connector.proxy.granted_streams import GrantedStream
+from connector.proxy.registry import RETIRED, ActiveStream, SocketEntry
 from connector.proxy.status_form import wants_plain_text
 from connector.proxy.stream_limits import StreamLimitExceeded
 
@@ -567,7 +568,7 @@ async def _forward(call: Call, k8s_path: str, upstream_headers: Any, body_limit:
     else:
         response = forward.client_response(upstream_response, call.request_id, stream=call.stream is not None)
     try:
-        with _tracked(entry, call.stream) as active:
+        with _tracked(call) as active:
             await _send(call, upstream_response, response, active)
     except asyncio.CancelledError:
         # aiohttp cancels the handler when the client disconnects (or at the end of the shutdown grace).
@@ -581,17 +582,31 @@ async def _forward(call: Call, k8s_path: str, upstream_headers: Any, body_limit:
 
 
 @contextlib.contextmanager
-def _tracked(entry: SocketEntry, kind: str | None) -> Iterator[ActiveStream | None]:
-    """Register a stream with its socket (so that it can be ended cleanly) and count it as open."""
+def _tracked(call: Call) -> Iterator[ActiveStream | None]:
+    """Register a stream with its socket (so that it can be ended cleanly) and count it as open; one
+    allowed through an access request is also tracked so that it ends when the grant does."""
+    entry, kind = call.entry, call.stream
+    assert entry is not None
     if kind is None:
         yield None
         return
-    with entry.stream(kind) as active:
+    with entry.stream(kind) as active, _bound_to_grant(call, active):
         metrics.OPEN_STREAMS.labels(entry.name, kind).inc()
         try:
             yield active
         finally:
             metrics.OPEN_STREAMS.labels(entry.name, kind).dec()
+
+
+def _bound_to_grant(call: Call, active: ActiveStream) -> contextlib.AbstractContextManager[None]:
+    if call.access_request is None:
+        return contextlib.nullcontext()
+    assert call.identity is not None and call.entry is not None and call.info is not None and call.socket is not None
+    return call.ctx.granted_streams.track(
+        GrantedStream(
+            active, call.access_request, call.identity, call.socket, call.entry.upstream.tags, call.info, call.source_ip
+        )
+    )
 
 
 async def _send(call: Call, upstream_response: Any, response: web.StreamResponse, active: ActiveStream | None) -> None:
@@ -606,7 +621,7 @@ async def _send(call: Call, upstream_response: Any, response: web.StreamResponse
                 _abort(call.request)
                 return
         if await forward.relay_body(upstream_response, response, call.counters, active):
-            call.error = "ended by the connector (socket retired or shutting down)"
+            call.error = f"ended by the connector ({active.stop_reason})"
     except Exception as exc:
         transport = call.request.transport
         if transport is None or transport.is_closing():
@@ -667,7 +682,7 @@ async def _relay_upgrade(call: Call, k8s_path: str, upstream_headers: Any, proto
         status=101, reason=handshake.reason or "Switching Protocols", headers=response_headers
     )
     result: upgrade.RelayResult | None = None
-    with _tracked(entry, call.stream) as active:
+    with _tracked(call) as active:
         assert active is not None
         if call.stream in SESSION_KINDS:
             metrics.SESSIONS.labels(call.socket, call.stream).inc()
@@ -680,7 +695,7 @@ async def _relay_upgrade(call: Call, k8s_path: str, upstream_headers: Any, proto
             else:
                 result = await upgrade.relay(request, response, handshake, tap, active, call.socket)
                 call.counters.bytes_in, call.counters.bytes_out = result.bytes_in, result.bytes_out
-                call.error = "ended by the connector (socket retired or shutting down)" if (
+                call.error = f"ended by the connector ({active.stop_reason or RETIRED})" if (
                     result.ended_by == "connector") else None  # fmt: skip
                 if result.tap_error:
                     call.error = f"recording failed mid-session: {result.tap_error}"

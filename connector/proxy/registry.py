@@ -29,16 +29,23 @@ Source = Literal["config", "discovery"]
 RETIRE_GRACE_SECONDS = 10.0
 
 
+# Why a stream is ended when nobody says otherwise: its socket went away, or the connector is stopping.
+RETIRED = "socket retired or shutting down"
+
+
 @dataclass(eq=False)
 class ActiveStream:
-    """A long-lived response in progress; `stop()` asks its relay to end it cleanly."""
+    """A long-lived response in progress; `stop(reason)` asks its relay to end it cleanly."""
 
     socket: str
     kind: str
     stopped: asyncio.Event = field(default_factory=asyncio.Event)
     finished: asyncio.Event = field(default_factory=asyncio.Event)
+    stop_reason: str = ""  # the first reason given: what the stream's audit event says ended it
 
-    def stop(self) -> None:
+    def stop(self, reason: str = RETIRED) -> None:
+        if not self.stopped.is_set():
+            self.stop_reason = reason
         self.stopped.set()
 
 

@@ -126,6 +126,7 @@ class Connector:
         self._background = [
             asyncio.create_task(self._watch_config(), name="config-watch"),
             asyncio.create_task(self._retry_failed_sockets(), name="socket-retry"),
+            asyncio.create_task(self.ctx.granted_streams.run(self.ctx), name="granted-streams"),
         ]
 
     async def _listen(self, cfg: ConnectorConfig) -> None:
@@ -234,6 +235,7 @@ class Connector:
         ctx.tap_factory = tap_factory(cfg.recordings)
         ctx.access_requests = tuple(cfg.access_requests)
         ctx.access_store = _access_store(cfg, ctx.access_store)
+        ctx.granted_streams.changed()  # grants follow the new definitions and policies
         if audit is not None:
             audit.start()
             retired_audit, ctx.audit = ctx.audit, audit

@@ -1,6 +1,7 @@
 """The whole just-in-time loop with the real kubectl and the real `access` CLI: bob's exec is refused
 with the exact command, bob runs it, alice approves from her terminal, bob's next exec works without
-logging in again, and after a revoke it is refused again."""
+logging in again, and after a revoke it is refused again. Streams that only a grant allowed end with
+it: an open exec when the request is revoked, a watch when it expires."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import pytest_asyncio
 import yaml
 
 from connector.client.token_store import StoredTokens, TokenStore
-from tests.integration.test_proxy_kubectl import Kubectl, World, emulated_prod
+from tests.integration.test_proxy_kubectl import Kubectl, World, emulated_prod, read_until
 from tests.support.oidc import running_issuer
 from tests.support.proxy_harness import ProxyHarness
 
@@ -34,6 +35,7 @@ POLICIES = [
             "rules": [
                 {"verbs": ["get", "list"], "resources": ["pods"], "namespaces": ["default"]},
                 {"verbs": ["create"], "resources": ["pods/exec"], "namespaces": ["default"], "requires_approval": True},
+                {"verbs": ["watch"], "resources": ["pods"], "namespaces": ["default"], "requires_approval": True},
             ]
         },
     }
@@ -150,3 +152,67 @@ async def test_bad_input_is_one_line_and_exit_2(world: Any) -> None:
     assert code == 2 and "--reason" in err
     code, _, err = await access(world, "alice", "show", "ar-000000000000")
     assert code == 1 and err.strip() == "error: no access request ar-000000000000"
+
+
+async def approved_for_bob(world: Any, duration: str) -> str:
+    """File a request as bob and have alice approve it; its id."""
+    code, out, err = await access(world, "bob", "request", "prod-exec", "--reason", "INC-8", "--for", duration,
+                                  "--output", "json")  # fmt: skip
+    assert code == 0, err
+    request_id = json.loads(out)["id"]
+    code, _, err = await access(world, "alice", "approve", request_id)
+    assert code == 0, err
+    return request_id
+
+
+async def stream_end(world: Any, request_id: str, stream: str) -> dict[str, Any]:
+    """The ResponseComplete event of bob's `stream` allowed under `request_id`."""
+    events = await world[0].harness.settled_audit()
+    ends = [
+        e for e in events
+        if e["stage"] == "ResponseComplete" and e.get("stream") == stream and e.get("access_request") == request_id
+    ]  # fmt: skip
+    assert len(ends) == 1, ends
+    return ends[0]
+
+
+@pytest.mark.kubectl
+async def test_open_exec_ends_when_its_grant_is_revoked(world: Any) -> None:
+    w, _, kubeconfig = world
+    request_id = await approved_for_bob(world, "1h")
+    kubectl = Kubectl(w, 33, env={"KUBECONFIG": str(kubeconfig)})
+    process = await kubectl.start("exec", "web", "--", "sh", "-c", "echo ready; sleep 300", user="bob")
+    try:
+        assert process.stdout is not None
+        await read_until(process.stdout, "ready")
+        code, _, err = await access(world, "alice", "revoke", request_id, "--reason", "done")
+        assert code == 0, err
+        await asyncio.wait_for(process.wait(), 30)  # the session would otherwise last 300 s
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode != 0
+    end = await stream_end(world, request_id, "exec")
+    assert end["user"] == "bob@example.com" and end["decision"] == "allow"
+    assert end["error"] == f"ended by the connector (access request {request_id} was revoked by alice@example.com)"
+
+
+@pytest.mark.kubectl
+async def test_watch_ends_at_the_expiry_of_its_grant(world: Any) -> None:
+    w, _, kubeconfig = world
+    request_id = await approved_for_bob(world, "8s")
+    kubectl = Kubectl(w, 33, env={"KUBECONFIG": str(kubeconfig)})
+    process = await kubectl.start("get", "pods", "--watch", user="bob")
+    try:
+        assert process.stdout is not None
+        await read_until(process.stdout, r"(?m)^web\s")
+        await asyncio.wait_for(process.wait(), 60)  # a watch of kubectl's lasts until the server ends it
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    end = await stream_end(world, request_id, "watch")
+    assert end["error"].startswith(f"ended by the connector (access request {request_id} expired at "), end
+    code, out, _ = await access(world, "bob", "show", request_id, "--output", "json")
+    assert code == 0 and json.loads(out)["state"] == "expired"
