@@ -57,7 +57,10 @@ from connector.authn.service_tokens import hash_token
 from connector.pki import generate_ca, issue_certificate
 
 REAL_PODS = 500
-FDS_PER_WATCH = 4  # client side and upstream side, in the proxy and in this process or the upstream
+FDS_PER_WATCH = 2  # in a one-process proxy: the client connection and the upstream one
+# Every watch is the one bench user's, from 127.0.0.1: the per-user and per-IP defaults would refuse them.
+CONNECTOR_LIMITS = {"max_streams_per_user": 100_000, "max_streams": 1_000_000,
+                    "max_connections": 100_000, "max_connections_per_ip": 100_000}  # fmt: skip
 Results = list[tuple[str, dict[str, float]]]
 
 
@@ -164,7 +167,7 @@ class Bench:
         )
         config = {
             "server": {"listen": "127.0.0.1:0", "state_dir": str(directory / "state"),
-                       "limits": {"max_streams_per_user": 100_000, "max_streams": 1_000_000}},
+                       "limits": CONNECTOR_LIMITS},
             "audit": {"file": str(directory / "audit.log")},
             "authentication": {"service_tokens": {"file": str(directory / "tokens.yaml")}},
             "sockets": {"bench": {"service_type": "standard", **socket_config}},
@@ -326,10 +329,11 @@ def main(argv: list[str]) -> int:
     import uvloop
 
     levels = args.watches if args.upstream == "static" else []
-    needed = FDS_PER_WATCH * max(levels, default=0) + 4096
+    needed = FDS_PER_WATCH * max(levels, default=0) + 1024
     limit = raise_open_file_limit(needed)
     if limit < needed:
-        print(f"open-file limit {limit} is below the {needed} that {max(levels):,} watches need", file=sys.stderr)
+        print(f"open-file limit {limit} (hard) is below the {needed} that {max(levels):,} watches need in one "
+              "proxy process; use fewer --watches", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory() as tmp:
         bench = Bench(Path(tmp), args.seconds, args.exec_mb, levels)
