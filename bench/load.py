@@ -113,6 +113,10 @@ def _cpu(target: Target) -> float:
     return process_usage.cpu_seconds(target.pid) if target.pid is not None else 0.0
 
 
+def _rss(target: Target) -> int:
+    return process_usage.rss_bytes(target.pid) if target.pid is not None else 0
+
+
 async def measure_gets(target: Target, concurrency: int, seconds: float, path: str = PODS_PATH) -> dict[str, float]:
     request = _request(target, path)
     clients = [await _connect(target, _Client) for _ in range(concurrency)]
@@ -146,30 +150,47 @@ async def measure_gets(target: Target, concurrency: int, seconds: float, path: s
     return figures
 
 
-class _ExecClient(asyncio.Protocol):
-    def __init__(self, expected: int) -> None:
-        self.expected = expected
+class _HeadFirst(asyncio.Protocol):
+    """Buffers the response head; resolves `started` (at its time) when the status is `expected`, then hands
+    every later byte to `body_received`. Another status fails `started` with the head."""
+
+    expected = b""
+
+    def __init__(self) -> None:
         self.head = b""
-        self.received = 0
-        self.switched = asyncio.get_event_loop().create_future()
-        self.done = asyncio.get_event_loop().create_future()
+        self.started: asyncio.Future[float] = asyncio.get_event_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport: asyncio.Transport = transport  # type: ignore[assignment]
 
     def data_received(self, data: bytes) -> None:
-        if not self.switched.done():
+        if not self.started.done():
             self.head += data
             if b"\r\n\r\n" not in self.head:
                 return
-            head, rest = self.head.split(b"\r\n\r\n", 1)
-            if not head.startswith(b"HTTP/1.1 101"):
-                self.switched.set_exception(RuntimeError(head.decode(errors="replace")[:300]))
+            head, data = self.head.split(b"\r\n\r\n", 1)
+            if not head.startswith(self.expected):
+                self.started.set_exception(RuntimeError(head.decode(errors="replace")[:300]))
                 return
-            self.switched.set_result(time.perf_counter())
-            data = rest
+            self.started.set_result(time.perf_counter())
+        self.body_received(data)
+
+    def body_received(self, data: bytes) -> None:
+        raise NotImplementedError
+
+
+class _ExecClient(_HeadFirst):
+    expected = b"HTTP/1.1 101"
+
+    def __init__(self, expected_bytes: int) -> None:
+        super().__init__()
+        self.expected_bytes = expected_bytes
+        self.received = 0
+        self.done = asyncio.get_event_loop().create_future()
+
+    def body_received(self, data: bytes) -> None:
         self.received += len(data)
-        if self.received >= self.expected and not self.done.done():
+        if self.received >= self.expected_bytes and not self.done.done():
             self.done.set_result(time.perf_counter())
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -187,7 +208,7 @@ async def measure_exec(target: Target, exec_bytes: int) -> float:
         "Sec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: v5.channel.k8s.io\r\n".encode()
         + b"Sec-WebSocket-Key: " + key + b"\r\n" + target.headers + b"\r\n"
     )  # fmt: skip
-    start = await asyncio.wait_for(client.switched, 30)
+    start = await asyncio.wait_for(client.started, 30)
     end = await asyncio.wait_for(client.done, 300)
     client.transport.close()
     if client.received < exec_bytes:
@@ -195,30 +216,18 @@ async def measure_exec(target: Target, exec_bytes: int) -> float:
     return client.received / (end - start) / 1e6
 
 
-class _WatchClient(asyncio.Protocol):
-    """One open watch: resolves `opened` at the response head, records each stamped event's delay."""
+class _WatchClient(_HeadFirst):
+    """One open watch: `started` at the response head; records each stamped event's delay."""
+
+    expected = b"HTTP/1.1 200"
 
     def __init__(self, delays: list[float], arrived: Callable[[], None]) -> None:
+        super().__init__()
         self.delays = delays
         self.arrived = arrived
-        self.opened: asyncio.Future[None] = asyncio.get_event_loop().create_future()
-        self.head = b""
-        self.closed = asyncio.get_event_loop().create_future()
 
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport: asyncio.Transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
+    def body_received(self, data: bytes) -> None:
         now = time.monotonic_ns()
-        if not self.opened.done():
-            self.head += data
-            if b"\r\n\r\n" not in self.head:
-                return
-            head, data = self.head.split(b"\r\n\r\n", 1)
-            if not head.startswith(b"HTTP/1.1 200"):
-                self.opened.set_exception(RuntimeError(head.decode(errors="replace")[:300]))
-                return
-            self.opened.set_result(None)
         at = data.find(SENT_MARK)
         while at >= 0:
             start = at + len(SENT_MARK)
@@ -228,20 +237,18 @@ class _WatchClient(asyncio.Protocol):
             at = data.find(SENT_MARK, start)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        if not self.opened.done():
-            self.opened.set_exception(ConnectionError("closed before the watch opened"))
-        if not self.closed.done():
-            self.closed.set_result(None)
+        if not self.started.done():
+            self.started.set_exception(ConnectionError("closed before the watch opened"))
 
 
-class WatchControl:
-    """The static upstream's control connection (see bench.static_upstream.WatchControl)."""
+class UpstreamControl:
+    """The client side of the static upstream's control connection (bench.static_upstream.WatchControl)."""
 
     def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.reader, self.writer = reader, writer
 
     @classmethod
-    async def connect(cls, port: int) -> WatchControl:
+    async def connect(cls, port: int) -> UpstreamControl:
         return cls(*await asyncio.open_connection("127.0.0.1", port))
 
     async def send(self, command: bytes) -> int:
@@ -253,18 +260,19 @@ class WatchControl:
         self.writer.close()
 
 
-async def measure_watches(target: Target, control: WatchControl, count: int) -> dict[str, float]:
+async def measure_watches(target: Target, control: UpstreamControl, count: int) -> dict[str, float]:
     """Open `count` watches, fan out EVENTS_PER_LEVEL events, end them; memory per watch and delivery delay."""
     delays: list[float] = []
-    waiting = {"left": 0}
+    left = 0  # deliveries of the current event still to arrive
     all_arrived = asyncio.Event()
 
     def arrived() -> None:
-        waiting["left"] -= 1
-        if waiting["left"] == 0:
+        nonlocal left
+        left -= 1
+        if left == 0:
             all_arrived.set()
 
-    rss_before = process_usage.rss_bytes(target.pid) if target.pid is not None else 0
+    rss_before = _rss(target)
     request = _request(target, WATCH_PATH)
     gate = asyncio.Semaphore(CONNECTS_IN_FLIGHT)
 
@@ -273,15 +281,15 @@ async def measure_watches(target: Target, control: WatchControl, count: int) -> 
             client = await _connect(target, lambda: _WatchClient(delays, arrived))
             assert isinstance(client, _WatchClient)
             client.transport.write(request)
-            await asyncio.wait_for(client.opened, 60)
+            await asyncio.wait_for(client.started, 60)
             return client
 
     clients = await asyncio.gather(*(open_one() for _ in range(count)))
     await asyncio.sleep(1.0)  # let the proxy settle (buffers allocated, garbage collected)
-    rss_open = process_usage.rss_bytes(target.pid) if target.pid is not None else 0
+    rss_open = _rss(target)
     reached = []
     for _ in range(EVENTS_PER_LEVEL):
-        waiting["left"] = count
+        left = count
         all_arrived.clear()
         reached.append(await control.send(b"event"))
         await asyncio.wait_for(all_arrived.wait(), 120)

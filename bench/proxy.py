@@ -51,7 +51,7 @@ from typing import Any
 
 import yaml
 
-from bench.load import PODS_PATH, Target, WatchControl, measure_exec, measure_gets, measure_watches
+from bench.load import PODS_PATH, Target, UpstreamControl, measure_exec, measure_gets, measure_watches
 from bench.static_upstream import FRAME, pod_list
 from connector.authn.service_tokens import hash_token
 from connector.pki import generate_ca, issue_certificate
@@ -219,7 +219,7 @@ class Bench:
 
     async def run_static(self) -> Results:
         targets = self.static_targets()
-        control = await WatchControl.connect(self.control_port)
+        control = await UpstreamControl.connect(self.control_port)
         results = []
         try:
             for target in targets:

@@ -159,7 +159,7 @@ class GrantedStreams:
                 expiry = None
             timeout = POLL_SECONDS if any(s.access_request for s in self._streams) else None
             if expiry is not None:
-                until = (expiry - dt.datetime.now(dt.UTC)).total_seconds()
-                timeout = max(0.0, min(timeout or until, until))
+                until = max(0.0, (expiry - dt.datetime.now(dt.UTC)).total_seconds())
+                timeout = until if timeout is None else min(timeout, until)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._changed.wait(), timeout)
