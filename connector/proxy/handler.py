@@ -493,7 +493,7 @@ async def _answer_review(
     request, entry, identity = call.request, call.entry, call.identity
     assert entry is not None and identity is not None and call.info is not None and call.socket is not None
     socket, tags, source_ip = call.socket, entry.upstream.tags, call.source_ip
-    body_limit = call.ctx.server.limits.max_body_bytes
+    body_limit = min(call.ctx.server.limits.max_body_bytes, reviews.MAX_REVIEW_BODY_BYTES)
     body = await read_body(request, body_limit, call.ctx.server.upstream.response_seconds)
     call.counters.bytes_in = len(body)
     try:
