@@ -30,18 +30,19 @@ import asyncio
 import logging
 import socket
 import ssl
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.streams import EMPTY_PAYLOAD
-from aiohttp.web_protocol import _ErrInfo
+from aiohttp.web_protocol import RequestHandler, _ErrInfo
 from yarl import URL
 
 from connector import metrics
+from connector.audit.sinks import AuditLog
+from connector.proxy import parser_errors
 from connector.proxy.config import LimitsConfig
-from connector.proxy.parser_errors import QuotelessRequestHandler
 
 log = logging.getLogger(__name__)
 
@@ -82,8 +83,9 @@ class ConnectionSlots:
         metrics.CONNECTIONS_OPEN.dec()
 
 
-class BoundedRequestHandler(QuotelessRequestHandler):
-    """aiohttp's request handler with the head deadlines and the head byte budget, holding its slot."""
+class BoundedRequestHandler(RequestHandler):
+    """aiohttp's request handler with the head deadlines and the head byte budget, holding its slot;
+    its refusals of unreadable heads are the connector's own (connector.proxy.parser_errors)."""
 
     def __init__(self, manager: BoundedServer, **kwargs: Any):
         super().__init__(manager, **kwargs)
@@ -93,6 +95,7 @@ class BoundedRequestHandler(QuotelessRequestHandler):
         self._deadline_phase = ""
         self._reading_head = True
         self._head_bytes = 0
+        self._head_start = b""  # the first bytes of the head being read: its method, for a refusal
 
     def hold_slot(self, ip: str) -> None:
         self._slot_ip = ip
@@ -114,6 +117,8 @@ class BoundedRequestHandler(QuotelessRequestHandler):
         limits = self._bounds.limits()
         if self._head_bytes == 0 and self._deadline_phase == "idle":
             self._set_deadline("headers", limits.header_read_seconds)
+        if self._head_bytes == 0:
+            self._head_start = data[:32]
         self._head_bytes += len(data)
         requests_before = self._request_count
         super().data_received(data)
@@ -131,6 +136,21 @@ class BoundedRequestHandler(QuotelessRequestHandler):
                 self._reading_head = True
                 self._head_bytes = 0
                 self._set_deadline("idle", self._bounds.limits().keepalive_idle_seconds)
+
+    def _make_error_handler(self, err_info: _ErrInfo) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
+        """For a head the parser refused (or the 431 above): the connector's answer, audited before it is sent."""
+        if not isinstance(err_info.exc, HttpProcessingError):
+            return super()._make_error_handler(err_info)
+
+        async def refuse(request: web.BaseRequest) -> web.StreamResponse:
+            method = parser_errors.head_method(self._head_start)
+            response, event = parser_errors.new_refusal(err_info.status, err_info.message, request.remote or "", method)
+            audit = self._bounds.audit()
+            if audit is not None:
+                await audit.emit(event)
+            return response
+
+        return refuse
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._cancel_deadline()
@@ -178,11 +198,18 @@ def head_budget(limits: LimitsConfig) -> int:
 
 
 class ConnectionBounds:
-    """What every connection is held to: the current limits (reloads apply to new connections) and the slots."""
+    """What every connection is held to: the current limits (reloads apply to new connections), the slots,
+    and the audit log its refusals of unreadable heads are written to (the current one: reloads swap it)."""
 
-    def __init__(self, limits: Callable[[], LimitsConfig], slots: ConnectionSlots | None = None):
+    def __init__(
+        self,
+        limits: Callable[[], LimitsConfig],
+        slots: ConnectionSlots | None = None,
+        audit: Callable[[], AuditLog | None] = lambda: None,
+    ):
         self.limits = limits
         self.slots = slots if slots is not None else ConnectionSlots(limits)
+        self.audit = audit
 
 
 class BoundedServer(web.Server):

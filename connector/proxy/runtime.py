@@ -137,7 +137,7 @@ class Connector:
             "127.0.0.1" if listen.is_wildcard else listen.host)  # fmt: skip
         self.tls = build_server_tls(cfg.server, public_host, self.ctx.authenticator.client_ca_file)
         ctx = self.ctx
-        bounds = ConnectionBounds(lambda: ctx.server.limits)
+        bounds = ConnectionBounds(lambda: ctx.server.limits, audit=lambda: ctx.audit)
         self._runner = ProxyRunner(create_app(ctx), bounds, **runner_options(cfg.server))
         await self._runner.setup()
         site = BoundedSite(self._runner, listen.host, listen.port, ssl_context=self.tls.context)

@@ -127,6 +127,9 @@ async def test_a_head_over_its_byte_budget_is_431_while_it_is_still_being_read(t
         writer.close()
         assert answer.split(b" ", 2)[1] == b"431", answer[:100]
         assert b"Request header fields too large" in answer
+        event = h.audit_events()[-1]
+        assert (event["decision"], event["code"], event["method"]) == ("rejected", 431, "GET")
+        assert event["request_id"].encode() in answer
 
 
 async def test_connections_over_the_per_ip_and_total_caps_are_refused_and_recover(tmp_path: Path) -> None:

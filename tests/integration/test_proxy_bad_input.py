@@ -194,3 +194,34 @@ async def test_a_malformed_authorization_header_is_never_logged_or_echoed(
         assert token not in written and token[:12] not in written
     if status == 401:
         assert "sha256:" in h.audit_events()[-1]["error"]
+
+
+@pytest.mark.parametrize(
+    ("head", "kind"),
+    [
+        (b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Folded: a\r\n b\r\n\r\n", "obs-fold"),
+        (b"GET /healthz HTTP/1.1\nHost: x\n\n", "bare LF"),
+        (b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", "duplicate length"),
+    ],
+    ids=["obs-fold", "bare-lf", "duplicate-content-length"],
+)
+async def test_a_head_the_parser_refuses_is_audited_with_its_request_id(
+    h: ProxyHarness, head: bytes, kind: str
+) -> None:
+    """As found: the parser's own 400s had no request id and no audit event. Now they have both, and the
+    event trusts nothing of the head but its method."""
+    status, data = await h.raw(head)
+    assert status == 400, data[:300]
+    answer_head, _, body = data.partition(b"\r\n\r\n")
+    request_id = next(
+        line.split(b":", 1)[1].strip().decode()
+        for line in answer_head.split(b"\r\n")
+        if line.lower().startswith(b"x-connector-request-id:")
+    )
+    assert f"request id {request_id}".encode() in body
+    event = h.audit_events()[-1]
+    assert event["request_id"] == request_id, kind
+    assert (event["decision"], event["code"], event["stage"]) == ("rejected", 400, "ResponseComplete")
+    assert event["reason"].startswith("malformed request head: ") and event["path"] == ""
+    assert event["method"] == head.split(b" ", 1)[0].decode()
+    assert event["source_ip"] == "127.0.0.1"
