@@ -28,7 +28,15 @@ from connector.policy.engine import PolicyEngine
 from connector.proxy import access_api
 from connector.proxy.config import ServerConfig
 from connector.proxy.granted_streams import GrantedStreams
-from connector.proxy.handler import CONTEXT, Refusal, api_call, authenticate, caller_grants, handle_socket_request
+from connector.proxy.handler import (
+    CONTEXT,
+    Refusal,
+    api_call,
+    authenticate,
+    caller_grants,
+    handle_socket_request,
+    usable_entries,
+)
 from connector.proxy.registry import SocketRegistry
 from connector.proxy.stream_limits import StreamSlots
 from connector.proxy.upgrade import SessionTap
@@ -113,23 +121,19 @@ async def list_sockets(request: web.Request) -> web.StreamResponse:
         identity = await authenticate(call)
     except Refusal as refusal:
         return await call.refuse(refusal)
-    ctx = call.ctx
-    policy, now = ctx.policy, dt.datetime.now(dt.UTC)
+    ctx, now = call.ctx, dt.datetime.now(dt.UTC)
     grants = await caller_grants(ctx, identity, now)
-    sockets: list[dict[str, Any]] = []
-    for entry in ctx.registry.entries():
-        upstream = entry.upstream
-        if policy.may_use_socket(identity, entry.name, upstream.tags, call.source_ip, now, grants=grants):
-            sockets.append(
-                {
-                    "name": entry.name,
-                    "type": upstream.service_type,
-                    "region": entry.region,
-                    "tags": dict(upstream.tags),
-                    "server": f"{ctx.public_url}/sockets/{entry.name}",
-                    "source": entry.source,
-                }
-            )
+    sockets: list[dict[str, Any]] = [
+        {
+            "name": entry.name,
+            "type": entry.upstream.service_type,
+            "region": entry.region,
+            "tags": dict(entry.upstream.tags),
+            "server": f"{ctx.public_url}/sockets/{entry.name}",
+            "source": entry.source,
+        }
+        for entry in usable_entries(ctx, identity, call.source_ip, now, grants)
+    ]
     call.decision = "allow"
     call.reason = f"{len(sockets)} socket(s) listed"
     await call.audit("ResponseComplete", 200)

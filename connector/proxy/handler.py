@@ -43,7 +43,7 @@ from connector.policy.rules import describe_request, effective_verb, stream_requ
 from connector.proxy import forward, headers, reviews, upgrade
 from connector.proxy.granted_streams import GrantedStream
 from connector.proxy.registry import RETIRED, ActiveStream, SocketEntry
-from connector.proxy.status_form import wants_plain_text
+from connector.proxy.status_form import unknown_socket_status, wants_plain_text
 from connector.proxy.stream_limits import StreamLimitExceeded
 
 if TYPE_CHECKING:
@@ -402,21 +402,27 @@ async def _handle(call: Call) -> web.StreamResponse:
     if audit.fail_closed and not audit.healthy:
         raise Refusal(503, "the connector cannot write its audit log; requests are refused until it can", "rejected")
 
+    now = dt.datetime.now(dt.UTC)
     entry = ctx.registry.get(call.socket)
     if entry is None:
         problem = ctx.registry.problem(call.socket)
         if problem is not None:
             raise Refusal(503, f"socket {call.socket} is not available now", "rejected", detail=problem)
-        raise Refusal(404, f"socket {call.socket} not found", "rejected")
+        usable = usable_entries(ctx, identity, call.source_ip, now, await caller_grants(ctx, identity, now))
+        plain_text = wants_plain_text(call.k8s_path, request.headers.get("Accept", ""))
+        message = unknown_socket_message(call.socket, identity.user, [entry.name for entry in usable])
+        raise Refusal(unknown_socket_status(plain_text), message, "rejected")
     call.entry = entry
     upstream = entry.upstream
-    now = dt.datetime.now(dt.UTC)
 
     grants = await caller_grants(ctx, identity, now)
 
     kind = reviews.review_kind(checked.info)
     if kind is not None:
-        if not policy.may_use_socket(identity, call.socket, upstream.tags, call.source_ip, now, grants=grants):
+        # Like kube-apiserver's `system:basic-user`, whoami is open to every authenticated caller: it is
+        # what a user runs first when something is wrong. The access reviews need the socket.
+        may_use = policy.may_use_socket(identity, call.socket, upstream.tags, call.source_ip, now, grants=grants)
+        if not may_use and kind != reviews.SELF_REVIEW:
             raise Refusal(403, f"no policy grants {identity.user} access to socket {call.socket}", "deny")
         return await _answer_review(call, kind, policy, now, grants)
 
@@ -513,6 +519,33 @@ async def _answer_review(
     await call.audit("ResponseComplete", 201)
     call.count(201)
     return response
+
+
+def usable_entries(
+    ctx: ProxyContext, identity: Identity, source_ip: str, now: dt.datetime, grants: dict[str, str]
+) -> list[SocketEntry]:
+    """The sockets this caller may use now (what `/v1/sockets` lists)."""
+    policy = ctx.policy
+    return [
+        entry
+        for entry in ctx.registry.entries()
+        if policy.may_use_socket(identity, entry.name, entry.upstream.tags, source_ip, now, grants=grants)
+    ]
+
+
+# The socket names an unknown-socket refusal lists: enough to spot a typo, not a whole fleet.
+_NAMED_SOCKETS = 5
+
+
+def unknown_socket_message(name: str, user: str, usable: list[str]) -> str:
+    """`socket X not found`, with the names of the sockets the caller may use (only those: nothing
+    the caller could not already read from `/v1/sockets`)."""
+    if not usable:
+        return f"socket {name} not found; no socket on this connector is open to {user}"
+    names = sorted(usable)
+    listed = ", ".join(names[:_NAMED_SOCKETS])
+    more = f" and {len(names) - _NAMED_SOCKETS} more (see /v1/sockets)" if len(names) > _NAMED_SOCKETS else ""
+    return f"socket {name} not found; sockets you may use: {listed}{more}"
 
 
 async def read_body(request: web.Request, limit: int, seconds: float) -> bytes:

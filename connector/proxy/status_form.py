@@ -15,11 +15,22 @@ the body.)
 So on those three paths the connector answers in plain text when the client is client-go asking for
 aggregated discovery or accepts text anyway; a client that accepts only JSON (or YAML, protobuf), like
 the Python `kubernetes` client, gets the Status JSON every other error is.
+
+The OpenAPI documents (`/openapi/v2`, `/openapi/v3` and its group documents, and the old
+`/swagger-2.0.0.pb-v1`) are read with `Raw()` too, by `apply`, `explain`, `diff` and client-side
+validation, which ask for them as protobuf or as `application/json` (the document, not a Status):
+a JSON denial there printed `Error from server (Forbidden): unknown` (1.27) or `failed to download
+openapi: unknown` (1.33). Their error answers are always plain text.
+
+client-go also replaces the message of a 404 on these paths with its own "the server could not find
+the requested resource" (a 403's message is kept), so the refusal of an unknown socket is a 403 where
+the answer is plain text (see `unknown_socket_status`).
 """
 
 from __future__ import annotations
 
 RAW_DISCOVERY_PATHS = frozenset({"/api", "/apis", "/version"})
+OPENAPI_PATHS = frozenset({"/openapi/v2", "/openapi/v3", "/swagger-2.0.0.pb-v1"})
 AGGREGATED_DISCOVERY_KIND = "APIGroupDiscoveryList"
 _TEXT_RANGES = frozenset({"*/*", "text/*", "text/plain"})
 
@@ -48,6 +59,8 @@ def _acceptable(params: dict[str, str]) -> bool:
 
 def wants_plain_text(k8s_path: str, accept: str) -> bool:
     """Whether an error answer to this Kubernetes path should be plain text rather than Status JSON."""
+    if k8s_path in OPENAPI_PATHS or k8s_path.startswith("/openapi/v3/"):
+        return True
     if k8s_path not in RAW_DISCOVERY_PATHS:
         return False
     ranges = _media_ranges(accept)
@@ -59,3 +72,8 @@ def wants_plain_text(k8s_path: str, accept: str) -> bool:
         if media in _TEXT_RANGES and _acceptable(params):
             return True
     return False
+
+
+def unknown_socket_status(plain_text: bool) -> int:
+    """404 for an unknown socket, except where client-go would print its own 404 text instead of ours."""
+    return 403 if plain_text else 404

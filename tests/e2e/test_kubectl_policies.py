@@ -110,15 +110,18 @@ def test_scratch_is_not_exposed(sandbox: dict[str, Any], kubectl: Callable[..., 
     )  # fmt: skip
     assert listed.returncode == 0, listed.stderr
     assert sorted(s["name"] for s in json.loads(listed.stdout)) == sorted([PROD, STAGING])
-    # Asked for anyway, the connector answers 404 for the socket: nothing reaches the cluster.
+    # Asked for anyway, the connector refuses the socket, naming the ones alice may use: nothing reaches
+    # the cluster. On discovery paths the refusal is a 403, whose message client-go prints (a 404's it
+    # replaces with its own text); elsewhere it is a 404.
     since = audit.mark()
     server = f"{sandbox['connector']['url']}/sockets/{SCRATCH}"
     done = kubectl("dispatcher").run("--server", server, "get", "pods", context=f"alice@{PROD}")
     assert done.returncode == 1
-    assert "Error from server (NotFound)" in done.stderr, done.stderr
+    reason = f"socket {SCRATCH} not found; sockets you may use: {', '.join(sorted([PROD, STAGING]))}"
+    assert f"Error from server (Forbidden): {reason}" in done.stderr, done.stderr
     rejected = audit.wait(since, socket=SCRATCH)
-    assert (rejected["user"], rejected["decision"], rejected["code"]) == ("alice@example.com", "rejected", 404)
-    assert rejected["reason"] == f"socket {SCRATCH} not found"
+    assert (rejected["user"], rejected["decision"], rejected["code"]) == ("alice@example.com", "rejected", 403)
+    assert rejected["reason"] == reason
 
 
 def test_auth_whoami_is_answered_by_the_connector(kubectl: Callable[..., Kubectl], audit: AuditLog) -> None:

@@ -7,6 +7,7 @@ client-go never decodes as a Status: a JSON denial prints as `Error from server 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from pathlib import Path
 
@@ -56,4 +57,78 @@ async def test_a_user_without_policy_reads_our_reason_with_an_empty_cache(tmp_pa
         h.tokens["carol"] = "not-a-valid-token"
         code, err = await kubectl(h, minor, tmp_path / "home-401", "--context", "carol", "get", "pods")
         assert code == 1 and "error: You must be logged in to the server" in err, err
+        assert h.upstream.requests == []
+
+
+def on_socket(h: ProxyHarness, home: Path, socket: str) -> None:
+    """Point every context of the kubeconfig in `home` at `socket`."""
+    kubeconfig = home / "kubeconfig"
+    kubeconfig.write_text(kubeconfig.read_text().replace("/sockets/prod", f"/sockets/{socket}"))
+
+
+@pytest.mark.kubectl
+@pytest.mark.parametrize("minor", VERSIONS)
+async def test_a_mistyped_socket_is_named_with_the_sockets_the_user_may_use(tmp_path: Path, minor: int) -> None:
+    """As found: a wrong socket name printed client-go's own "the server could not find the requested
+    resource" five times; client-go replaces a 404's message on discovery paths with that text."""
+    binary = kubectl_binary(minor)
+    if binary is None:
+        pytest.skip(f"kubectl 1.{minor} is not installed beside the kubectl dispatcher")
+    async with ProxyHarness(tmp_path) as h:
+        for args in (["get", "pods"], ["version"]):
+            home = tmp_path / f"home-{args[0]}"
+            env = fresh_home(h, home)
+            on_socket(h, home, "prd")
+            process = await asyncio.create_subprocess_exec(
+                str(binary), "--context", "alice", *args, env=env,
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
+            _, err_bytes = await asyncio.wait_for(process.communicate(), 60)
+            err = err_bytes.decode()
+            assert process.returncode == 1
+            assert "Error from server (Forbidden): socket prd not found; sockets you may use: prod" in err, err
+            assert "could not find the requested resource" not in err
+        # a client that reads Status JSON (the Python client, or any path client-go decodes) gets the 404
+        status, _, body = await h.request("GET", "/sockets/prd/api/v1/pods", headers={"Accept": "application/json"})
+        assert status == 404 and json.loads(body)["message"] == "socket prd not found; sockets you may use: prod"
+        assert h.upstream.requests == []
+
+
+@pytest.mark.kubectl
+@pytest.mark.parametrize("minor", VERSIONS)
+async def test_openapi_denials_read_as_our_reason(tmp_path: Path, minor: int) -> None:
+    """As found: carol's `apply`, `explain` and `diff` printed `Forbidden: unknown` (1.27) or `failed to
+    download openapi: unknown` (1.33): client-go reads the OpenAPI documents with Raw() too."""
+    manifest = tmp_path / "pod.yaml"
+    manifest.write_text(
+        "apiVersion: v1\nkind: Pod\nmetadata: {name: p, namespace: default}\n"
+        "spec: {containers: [{name: c, image: busybox}]}\n"
+    )
+    async with ProxyHarness(tmp_path) as h:
+        for args in (["apply", "-f", str(manifest)], ["explain", "pods"], ["diff", "-f", str(manifest)]):
+            code, err = await kubectl(h, minor, tmp_path / f"home-{args[0]}", "--context", "carol", *args)
+            assert code != 0 and REASON in err, err
+            assert "unknown" not in err, err
+        openapi = [e for e in h.audit_events() if "/openapi/" in e["path"] or "swagger" in e["path"]]
+        assert openapi and all(e["code"] == 403 and e["decision"] == "deny" for e in openapi)
+        assert h.upstream.requests == []
+
+
+@pytest.mark.kubectl
+@pytest.mark.parametrize("minor", VERSIONS)
+async def test_auth_whoami_works_for_a_user_without_any_policy(tmp_path: Path, minor: int) -> None:
+    """As found: carol (authenticated, no policy) got "the selfsubjectreviews API is not enabled in the
+    cluster or you do not have permission to call it", the first command a lost user runs."""
+    binary = kubectl_binary(minor)
+    if binary is None:
+        pytest.skip(f"kubectl 1.{minor} is not installed beside the kubectl dispatcher")
+    async with ProxyHarness(tmp_path) as h:
+        env = fresh_home(h, tmp_path / "home")
+        process = await asyncio.create_subprocess_exec(
+            str(binary), "--context", "carol", "auth", "whoami", "-o", "json", env=env,
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode == 0, err.decode()
+        assert json.loads(out)["status"]["userInfo"]["username"] == "carol"
         assert h.upstream.requests == []

@@ -42,7 +42,13 @@ PYTHON_CLIENT = "application/json, application/yaml, application/vnd.kubernetes.
         ("/apis/apps/v1", AGGREGATED_V2, False),
         ("/api/v1/namespaces/default/pods", "*/*", False),
         ("/apis/", AGGREGATED_V2, False),
-        ("/openapi/v2", "*/*", False),
+        # the OpenAPI documents are read with Result.Raw() as protobuf or JSON documents: always text
+        ("/openapi/v2", "*/*", True),
+        ("/openapi/v2", "application/com.github.proto-openapi.spec.v2@v1.0+protobuf", True),
+        ("/openapi/v3", "application/json", True),
+        ("/openapi/v3/api/v1", "application/json", True),
+        ("/swagger-2.0.0.pb-v1", "application/com.github.proto-openapi.spec.v2@v1.0+protobuf", True),
+        ("/openapi/v3x", "application/json", False),
         ("", "*/*", False),
     ],
 )
