@@ -6,7 +6,8 @@
 
 Sessions are found in the audit log (the `audit.file` of `--config`, or `--audit-log`), in the
 recordings directory (`recordings.dir`, or `--dir`) and, with `--s3`, in the recordings bucket.
-ID is a session id (the request id the audit log shows), a recording file, or an `s3://` URI.
+ID is a session id (the request id the audit log shows) or a unique prefix of one (like a git
+commit's), a recording file, or an `s3://` URI.
 `play` prints the output with its original timing (markers go to stderr, so stdout is only what the
 session printed); `export --format txt` gives the plain output without terminal control sequences.
 """
@@ -97,11 +98,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     ls.add_argument("--json", action="store_true", help="one JSON object per session instead of a table")
 
     play = commands.add_parser("play", parents=[common], help="replay a session's output with its timing")
-    play.add_argument("id", metavar="ID", help="session id, recording file or s3:// URI")
+    play.add_argument("id", metavar="ID", help="session id (or a unique prefix of one), recording file or s3:// URI")
     play.add_argument("--speed", default="1", help="playback speed factor (2 = twice as fast); default 1")
 
     export = commands.add_parser("export", parents=[common], help="write a session's recording")
-    export.add_argument("id", metavar="ID", help="session id, recording file or s3:// URI")
+    export.add_argument("id", metavar="ID", help="session id (or a unique prefix of one), recording file or s3:// URI")
     export.add_argument("--format", required=True, choices=("cast", "txt"), help="cast: asciicast v2; txt: output")
     export.add_argument("--output", "-o", help="write here instead of stdout")
 
@@ -423,6 +424,8 @@ def _open_recording(ident: str, sources: Sources) -> tuple[str, IO[bytes]]:
     path = Path(ident)
     if path.is_file():
         return str(path), path.open("rb")
+    audit_rows = _audit_sessions(sources)
+    ident = _unique_session_id(ident, sources, audit_rows)
     looked: list[str] = []
     if sources.directory is not None:
         # A session id is looked up by the file name the recorder gives it, never as a path.
@@ -432,10 +435,8 @@ def _open_recording(ident: str, sources: Sources) -> tuple[str, IO[bytes]]:
             if candidate.is_file():
                 return str(candidate), candidate.open("rb")
         looked.append(str(sources.directory))
-    if sources.audit_log is not None and sources.audit_log.is_file():
-        with sources.audit_log.open(encoding="utf-8", errors="replace") as f:
-            rows, _ = sessions_from_audit(f)
-        named = rows.get(ident)
+    if audit_rows is not None:
+        named = audit_rows.get(ident)
         if named is not None and named.recording and named.recording != ident:
             if named.recording.startswith("s3://") or Path(named.recording).is_file():
                 return _open_recording(named.recording, sources)
@@ -450,6 +451,55 @@ def _open_recording(ident: str, sources: Sources) -> tuple[str, IO[bytes]]:
     if not looked:
         raise UsageError(f"{ident!r} is not a file: say where the sessions are with --config FILE or --dir DIR")
     raise NotFound(f"no recording found for {ident!r} (looked in: {', '.join(looked)})")
+
+
+def _audit_sessions(sources: Sources) -> dict[str, SessionRow] | None:
+    """The sessions the audit log names (read once per command), or None without a readable log."""
+    if sources.audit_log is None or not sources.audit_log.is_file():
+        return None
+    with sources.audit_log.open(encoding="utf-8", errors="replace") as f:
+        rows, _ = sessions_from_audit(f)
+    return rows
+
+
+# How many of the matching ids an ambiguous prefix's error names.
+_AMBIGUOUS_SHOWN = 5
+
+
+def _unique_session_id(prefix: str, sources: Sources, audit_rows: dict[str, SessionRow] | None) -> str:
+    """The session id `prefix` stands for, like a git commit prefix: itself when a session has exactly
+    that id, else the one session whose id starts with it; an ambiguous prefix is a usage error.
+    With no match it is returned as it is, and the lookup says where it looked."""
+    ids: set[str] = set(audit_rows or ())
+    if sources.directory is not None and sources.directory.is_dir():
+        for path in sources.directory.iterdir():
+            for suffix in (RECORDING_SUFFIX, PARTIAL_SUFFIX):
+                if path.name.endswith(suffix) and path.name.startswith(prefix):
+                    ids.add(path.name[: -len(suffix)])
+    if prefix in ids:
+        return prefix
+    if sources.s3 is not None:
+        ids.update(_s3_session_ids(sources, prefix))
+    matches = sorted(i for i in ids if i.startswith(prefix))
+    if len(matches) > 1:
+        shown = ", ".join(matches[:_AMBIGUOUS_SHOWN]) + (", ..." if len(matches) > _AMBIGUOUS_SHOWN else "")
+        raise UsageError(f"session id {prefix!r} is ambiguous: {len(matches)} sessions start with it ({shown})")
+    return matches[0] if matches else prefix
+
+
+def _s3_session_ids(sources: Sources, prefix: str) -> set[str]:
+    """The recording ids under the S3 prefix that start with `prefix` (one listing page: enough to tell
+    one match from several)."""
+    assert sources.s3 is not None
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    client = make_s3_client(sources.s3.region)
+    try:
+        page = client.list_objects_v2(Bucket=sources.s3.bucket, Prefix=f"{sources.s3.prefix}{prefix}", MaxKeys=100)
+    except (BotoCoreError, ClientError):
+        return set()  # the lookup by exact key below reports what S3 said
+    names = (obj["Key"][len(sources.s3.prefix) :] for obj in page.get("Contents", []))
+    return {name[: -len(RECORDING_SUFFIX)] for name in names if name.endswith(RECORDING_SUFFIX)}
 
 
 def _open_s3_uri(uri: str, sources: Sources) -> IO[bytes]:

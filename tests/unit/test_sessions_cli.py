@@ -164,6 +164,18 @@ def test_play_and_export_find_a_recording_by_file_path(world: dict, capsys) -> N
     assert code == 0 and out == "\x1b[1mbold\x1b[0m\r\n"
 
 
+def test_play_and_export_take_a_unique_prefix_of_a_session_id(world: dict, capsys) -> None:
+    """As found: only a whole session id (32 hex digits in practice) was accepted; now a prefix names
+    the one session it starts, and an ambiguous one says so (like git's short commit ids)."""
+    code, out, _ = run(capsys, "play", "req-a", "--config", str(world["config"]), "--speed", "1000")
+    assert (code, out) == (0, "hello\nworld\n")
+    code, _, err = run(capsys, "export", "req-", "--format", "txt", "--config", str(world["config"]))
+    assert code == 2
+    assert "session id 'req-' is ambiguous: 4 sessions start with it (req-alice, req-bob, req-carol, req-old)" in err
+    code, out, _ = run(capsys, "export", "req-b", "--format", "txt", "--dir", str(world["rec"]))
+    assert (code, out) == (0, "bold\n")  # from the recordings directory alone, no audit log
+
+
 def test_export_cast_is_the_recording_byte_for_byte(world: dict, capsysbinary) -> None:
     assert main(["sessions", "export", "req-bob", "--format", "cast", "--dir", str(world["rec"])]) == 0
     assert capsysbinary.readouterr().out == Path(world["bob"]).read_bytes()
