@@ -42,7 +42,7 @@ def status_body(
         "reason": reason if reason is not None else REASONS.get(code, ""),
         "code": code,
     }
-    if details:
+    if details is not None:  # kube-apiserver writes `"details": {}` on a path it does not serve
         body["details"] = details
     return body
 

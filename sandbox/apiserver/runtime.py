@@ -12,6 +12,10 @@
 - `port-forward`: each declared TCP `containerPort` is served by a small echo service on
   127.0.0.1 (ephemeral port) that answers every line with `<pod>:<port> <line>`; a port the pod
   does not declare refuses the connection, as an empty port in a pod's network namespace does.
+  A connection whose first line is an HTTP/1.x request line gets one HTTP answer instead
+  (`200`, text `<pod>:<port> METHOD TARGET`, then close), so `curl` through `kubectl port-forward`
+  works as it would against a web server in a pod. That little HTTP is written by hand because the
+  same port must keep its line echo, which no HTTP server library serves.
 
 `close()` kills every process and stops every service; the API server calls it when it stops.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import sys
 from collections import deque
 from collections.abc import AsyncIterator, Sequence
@@ -35,6 +40,8 @@ from sandbox.apiserver.processes import READ_CHUNK, ContainerProcess
 log = logging.getLogger(__name__)
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# An HTTP/1.x request line, as curl or a browser starts a connection.
+_HTTP_REQUEST_LINE = re.compile(rb"(GET|HEAD|POST|PUT|PATCH|DELETE|OPTIONS) (\S+) HTTP/1\.[01]\r?\n")
 ECHO_LINE_LIMIT = 64 * 1024  # longer lines are answered in pieces, so memory stays bounded
 ATTACH_QUEUE_CHUNKS = 256  # output chunks an attached client may lag behind before it is cut off
 SESSION_STOP_TIMEOUT = 10.0  # how long close() waits for sessions to wind down before killing everything
@@ -198,6 +205,9 @@ class _EchoService:
         pending = b""
         try:
             while chunk := await reader.read(READ_CHUNK):
+                if not pending and (request := _HTTP_REQUEST_LINE.match(chunk)):
+                    await self._answer_http(request, chunk, reader, writer)
+                    return
                 pending += chunk
                 *lines, pending = pending.split(b"\n")
                 for line in lines:
@@ -214,6 +224,25 @@ class _EchoService:
         finally:
             writer.close()
             self._connections.discard(task)
+
+    async def _answer_http(
+        self, request: re.Match[bytes], head: bytes, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        """One HTTP/1.x answer naming the pod, port and request, once the request head is complete."""
+        while b"\r\n\r\n" not in head and b"\n\n" not in head and len(head) < ECHO_LINE_LIMIT:
+            more = await reader.read(READ_CHUNK)
+            if not more:
+                return
+            head += more
+        method, target = request.group(1), request.group(2)
+        body = b"" if method == b"HEAD" else self._prefix + method + b" " + target + b"\n"
+        length = len(self._prefix + method + b" " + target + b"\n")
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\n"
+            + f"Content-Length: {length}\r\nConnection: close\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
 
     async def close(self) -> None:
         if self._server is not None:

@@ -415,3 +415,22 @@ async def test_two_servers_do_not_trust_each_others_tokens(tmp_path: Path) -> No
         assert isinstance(a, EmulatedApiServer) and a.ca_pem != b.ca_pem
         async with http_client(b, token="token-a") as http, http.get("/api") as r:
             assert r.status == 401
+
+
+@pytest.mark.kubectl
+@pytest.mark.parametrize("version", ["1.27", "1.33"])
+async def test_kubectl_debug_reads_the_missing_ephemeral_containers_like_the_apiserver_says(
+    version: str, tmp_path: Path
+) -> None:
+    """As found: `kubectl debug` panicked (nil pointer) on the emulator's 404 for `ephemeralcontainers`,
+    a Status without `details`; kube-apiserver writes `"details": {}` for a path it does not serve."""
+    binary = kubectl_binary(version)
+    if binary is None:
+        pytest.skip(f"kubectl {version} is not installed")
+    async with running_apiserver(tmp_path) as server:
+        server.store.apply(pod("app"))
+        home = tmp_path / "home"
+        home.mkdir()
+        result = await Kubectl(binary, server, home).run("debug", "app", "--image=busybox", "-n", "default")
+        assert result.code == 1, result.stderr
+        assert "panic" not in result.stderr and "ephemeral containers are disabled for this cluster" in result.stderr

@@ -14,6 +14,7 @@ import fcntl
 import json
 import os
 import re
+import shutil
 import signal
 import struct
 import termios
@@ -320,6 +321,32 @@ async def test_port_forward_moves_bytes(app: StreamApp, tmp_path: Path, minor: i
         process.terminate()
         await process.wait()
     assert await app.served_requests(1) == [served]
+
+
+@pytest.mark.kubectl
+async def test_curl_through_port_forward_gets_an_http_answer(app: StreamApp, tmp_path: Path) -> None:
+    """As found: the seeded pods' ports only echoed lines, so `curl` through `kubectl port-forward` got a
+    line echo and "Received HTTP/0.9 when not allowed". They answer an HTTP request with HTTP now."""
+    curl = shutil.which("curl")
+    if curl is None:
+        pytest.skip("curl is not installed")
+    kubectl = kubectl_for(33, app, tmp_path)
+    process = await kubectl.start("port-forward", "pod/web", ":8080", stdout=asyncio.subprocess.PIPE,
+                                  stderr=asyncio.subprocess.PIPE)
+    try:
+        assert process.stdout is not None
+        line = (await asyncio.wait_for(process.stdout.readline(), 15)).decode()
+        local = int(re.search(r"127\.0\.0\.1:(\d+) ->", line).group(1))  # type: ignore[union-attr]
+        fetched = await asyncio.create_subprocess_exec(
+            curl, "-sS", "-i", f"http://127.0.0.1:{local}/healthz?x=1", stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE)
+        out, err = await asyncio.wait_for(fetched.communicate(), 15)
+        assert fetched.returncode == 0, err.decode()
+        head, _, body = out.decode().partition("\r\n\r\n")
+        assert head.startswith("HTTP/1.1 200 OK") and body == "web:8080 GET /healthz?x=1\n"
+    finally:
+        process.terminate()
+        await process.wait()
 
 
 @pytest.mark.kubectl
