@@ -11,13 +11,12 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from connector import __version__
 
 
-@dataclass(frozen=True)
-class Subcommand:
+class Subcommand(NamedTuple):
     name: str
     module: str
     summary: str

@@ -23,7 +23,7 @@ from urllib.parse import quote
 
 from connector.client import session as api
 from connector.client.cli import EXIT_FAIL, EXIT_USAGE, add_connector_options
-from connector.client.sso import SsoError
+from connector.client.errors import SsoError
 from connector.client.token_store import TokenStore
 from connector.policy.access_model import parse_duration
 

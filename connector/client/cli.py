@@ -4,6 +4,9 @@
     client kubeconfig set --connector URL   a context per socket, authenticated by the exec plugin below
     client token --connector URL            the exec credential plugin kubectl runs (refreshes the login)
     client sockets --connector URL          the sockets you may use
+
+`client token` runs before every kubectl request: only what it needs is imported at the top (the SSO
+flows, YAML and the kubeconfig editing are imported by the commands that use them).
 """
 
 from __future__ import annotations
@@ -12,25 +15,17 @@ import argparse
 import json
 import os
 import sys
-import webbrowser
 from pathlib import Path
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
 from connector.client import session as api
+from connector.client.errors import SsoError
 from connector.client.exec_credential import exec_credential, requested_api_version
-from connector.client.kubeconfig_edit import (
-    SocketEntry,
-    apply_entries,
-    connector_entries,
-    default_kubeconfig_path,
-    edit_kubeconfig,
-    named_entries,
-    profile_user,
-    remove_entries,
-    render,
-)
-from connector.client.sso import SsoError, discover, login_with_browser, login_with_device_code
 from connector.client.token_store import StoredTokens, TokenStore
+
+if TYPE_CHECKING:
+    from connector.client.kubeconfig_edit import SocketEntry
 
 EXIT_FAIL = 1
 EXIT_USAGE = 2
@@ -107,6 +102,8 @@ def _store(args: argparse.Namespace) -> TokenStore:
 
 
 def cmd_login(args: argparse.Namespace) -> int:
+    from connector.client.sso import discover, login_with_browser, login_with_device_code
+
     verify = _verify(args)
     if bool(args.issuer) != bool(args.client_id):
         print("client login: give both --issuer and --client-id, or neither", file=sys.stderr)
@@ -125,6 +122,8 @@ def cmd_login(args: argparse.Namespace) -> int:
         def open_url(url: str) -> None:
             print(f"Log in at:\n\n  {url}\n", file=sys.stderr)
             if not args.no_browser:
+                import webbrowser
+
                 webbrowser.open(url)
 
         tokens = login_with_browser(provider, client_id, open_url)
@@ -166,6 +165,8 @@ def cmd_sockets(args: argparse.Namespace) -> int:
 
 
 def socket_entries(args: argparse.Namespace, names: list[str]) -> list[SocketEntry]:
+    from connector.client.kubeconfig_edit import connector_entries
+
     return connector_entries(
         args.connector, names, ca_file=args.ca_file, profile=args.profile, cache_dir=args.cache_dir,
         context_template=args.context_template,
@@ -187,6 +188,8 @@ def _our_contexts(config: dict, args: argparse.Namespace) -> list[str]:
     """Contexts this command wrote for the connector and this --profile (all, or the --socket ones).
 
     They are found by their user, which is the profile's own: another profile's entries never match."""
+    from connector.client.kubeconfig_edit import named_entries, profile_user
+
     user = profile_user(args.connector, args.profile)
     servers = {c.get("name"): (c.get("cluster") or {}).get("server") for c in named_entries(config, "clusters")}
     wanted = {f"{args.connector}/sockets/{name}" for name in args.socket}
@@ -199,6 +202,14 @@ def _our_contexts(config: dict, args: argparse.Namespace) -> list[str]:
 
 
 def cmd_kubeconfig(args: argparse.Namespace) -> int:
+    from connector.client.kubeconfig_edit import (
+        apply_entries,
+        default_kubeconfig_path,
+        edit_kubeconfig,
+        remove_entries,
+        render,
+    )
+
     path = args.kubeconfig or default_kubeconfig_path()
     if path.is_dir():
         origin = "--kubeconfig" if args.kubeconfig else "KUBECONFIG" if os.environ.get("KUBECONFIG") else "kubeconfig"

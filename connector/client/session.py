@@ -1,16 +1,20 @@
 """The user's side of talking to a connector: a valid id_token (refreshed when about to expire) and the
-two connector endpoints the client uses, `/v1/login-config` and `/v1/sockets`."""
+two connector endpoints the client uses, `/v1/login-config` and `/v1/sockets`.
+
+requests and the SSO module are imported where they are used: `client token` with a cached, unexpired
+token (every kubectl call) needs neither, and importing them would triple its start-up time.
+"""
 
 from __future__ import annotations
 
 import datetime as dt
-from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import requests
-
-from connector.client.sso import SsoError, refresh
+from connector.client.errors import SsoError
 from connector.client.token_store import StoredTokens, TokenStore
+
+if TYPE_CHECKING:
+    import requests
 
 REFRESH_AHEAD = dt.timedelta(seconds=60)
 
@@ -38,17 +42,21 @@ def fresh_tokens(
         pass  # an unreadable token is refreshed like an expired one
     if not tokens.refresh_token:
         raise NotLoggedIn(f"your login to {connector} has expired: {login_hint(connector, profile)}")
+    from connector.client.sso import refresh
+
     try:
         renewed = refresh(tokens.token_endpoint, tokens.client_id, tokens.refresh_token, verify=verify)
     except SsoError as exc:
         hint = login_hint(connector, profile)
         raise NotLoggedIn(f"your login to {connector} could not be renewed ({exc}): {hint}") from None
-    updated = replace(tokens, id_token=renewed.id_token, refresh_token=renewed.refresh_token)
+    updated = tokens._replace(id_token=renewed.id_token, refresh_token=renewed.refresh_token)
     store.save(updated, profile)
     return updated
 
 
 def _get_json(url: str, *, verify: bool | str, token: str | None = None) -> Any:
+    import requests
+
     headers = {"Accept": "application/json"}
     if token:
         headers["Authorization"] = f"Bearer {token}"
@@ -101,6 +109,8 @@ def call_api(
     connector: str, method: str, path: str, id_token: str, *, body: Any = None, verify: bool | str = True
 ) -> Any:
     """One authenticated JSON call to the connector's `/v1` API; ApiRefused with its one-line message."""
+    import requests
+
     url = connector.rstrip("/") + path
     headers = {"Accept": "application/json", "Authorization": f"Bearer {id_token}"}
     try:

@@ -20,14 +20,12 @@ import requests
 from authlib.common.errors import AuthlibBaseError
 from authlib.integrations.requests_client import OAuth2Session
 
+from connector.client.errors import SsoError
+
 SCOPES = "openid email profile groups offline_access"
 DEVICE_GRANT = "urn:ietf:params:oauth:grant-type:device_code"
 # A command line cannot keep a secret: it is a public client, and PKCE protects the code exchange.
 PUBLIC_CLIENT = "none"
-
-
-class SsoError(Exception):
-    """Login or refresh failed; the message says what the user should do."""
 
 
 @dataclass(frozen=True)

@@ -10,8 +10,8 @@ import base64
 import datetime as dt
 import hashlib
 import json
-from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 import platformdirs
 
@@ -20,8 +20,7 @@ from connector.client.files import replace_file
 APP_NAME = "eks-access-connector"
 
 
-@dataclass(frozen=True)
-class StoredTokens:
+class StoredTokens(NamedTuple):
     connector: str
     issuer: str
     client_id: str
@@ -69,7 +68,7 @@ class TokenStore:
     def save(self, tokens: StoredTokens, profile: str) -> Path:
         path = self.path(tokens.connector, profile)
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        replace_file(path, json.dumps(asdict(tokens)), mode=0o600)
+        replace_file(path, json.dumps(tokens._asdict()), mode=0o600)
         return path
 
     def delete(self, connector: str, profile: str) -> None:
