@@ -35,25 +35,37 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
 
 EXIT_USAGE = 2
 
+# The console scripts `pip install` / `pipx install` put on PATH (pyproject.toml [project.scripts]).
+SCRIPT_NAMES = ("eks-access-connector", "eksac")
+
+
+def command_name() -> str:
+    """How the user ran us, for the commands we print: the console script's name, or `python -m connector`.
+
+    A hint is only useful if it works verbatim: after `pipx install` there is no `python` that can
+    import `connector`, and in a checkout there may be no console script."""
+    invoked = sys.argv[0].rsplit("/", 1)[-1] if sys.argv else ""
+    return invoked if invoked in SCRIPT_NAMES else "python -m connector"
+
 
 def _top_level_help() -> str:
     width = max(len(s.name) for s in SUBCOMMANDS)
     lines = [
-        "usage: python -m connector [--version] <command> [<args>]",
+        f"usage: {command_name()} [--version] <command> [<args>]",
         "",
         "EKS Access Connector: expose Kubernetes clusters to your people with SSO, policies and audit.",
         "",
         "commands:",
     ]
     lines += [f"  {s.name.ljust(width)}  {s.summary}" for s in SUBCOMMANDS]
-    lines += ["", "Run `python -m connector <command> --help` for the command's options."]
+    lines += ["", f"Run `{command_name()} <command> --help` for the command's options."]
     return "\n".join(lines)
 
 
 def build_parser(command: Subcommand) -> argparse.ArgumentParser:
     """Import the subcommand's module and let it declare its arguments."""
     module = importlib.import_module(command.module)
-    parser = argparse.ArgumentParser(prog=f"python -m connector {command.name}", description=command.summary)
+    parser = argparse.ArgumentParser(prog=f"{command_name()} {command.name}", description=command.summary)
     module.configure(parser)
     parser.set_defaults(_run=module.run)
     return parser
@@ -69,7 +81,7 @@ def main(argv: list[str]) -> int:
     by_name = {s.name: s for s in SUBCOMMANDS}
     command = by_name.get(argv[0])
     if command is None:
-        print(f"python -m connector: unknown command {argv[0]!r}\n", file=sys.stderr)
+        print(f"{command_name()}: unknown command {argv[0]!r}\n", file=sys.stderr)
         print(_top_level_help(), file=sys.stderr)
         return EXIT_USAGE
     args = build_parser(command).parse_args(argv[1:])
@@ -79,6 +91,11 @@ def main(argv: list[str]) -> int:
     except BrokenPipeError:
         return _quiet_after_broken_pipe()
     return code
+
+
+def entry() -> None:
+    """The console scripts' entry point."""
+    sys.exit(main(sys.argv[1:]))
 
 
 def _quiet_after_broken_pipe() -> int:

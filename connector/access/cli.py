@@ -25,7 +25,7 @@ from connector.client import session as api
 from connector.client.cli import EXIT_FAIL, EXIT_USAGE, add_connector_options
 from connector.client.errors import SsoError
 from connector.client.token_store import TokenStore
-from connector.policy.access_model import parse_duration
+from connector.durations import parse_duration
 
 PREFIX = "/v1/access-requests"
 WAIT_POLL_SECONDS = 2.0

@@ -4,6 +4,8 @@
     client kubeconfig set --connector URL   a context per socket, authenticated by the exec plugin below
     client token --connector URL            the exec credential plugin kubectl runs (refreshes the login)
     client sockets --connector URL          the sockets you may use
+    client whoami --connector URL           who the connector takes you for, and until when
+    client logout --connector URL           forget the login (--kubeconfig-entries: and its contexts)
 
 `client token` runs before every kubectl request: only what it needs is imported at the top (the SSO
 flows, YAML and the kubeconfig editing are imported by the commands that use them).
@@ -72,6 +74,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
     add_connector_options(sockets)
     sockets.add_argument("--output", choices=("table", "json"), default="table")
 
+    whoami = sub.add_parser("whoami", help="who the connector takes you for, and until when your login is valid")
+    add_connector_options(whoami)
+    whoami.add_argument("--output", choices=("text", "json"), default="text")
+
+    logout = sub.add_parser("logout", help="forget this login's tokens")
+    add_connector_options(logout)
+    logout.add_argument(
+        "--kubeconfig-entries", action="store_true", help="also remove the contexts `kubeconfig set` wrote for it"
+    )
+    logout.add_argument("--kubeconfig", type=Path, help="file to edit (default: $KUBECONFIG or ~/.kube/config)")
+
     kubeconfig = sub.add_parser("kubeconfig", help="write, print or remove kubeconfig entries for the sockets")
     kube_sub = kubeconfig.add_subparsers(dest="kubeconfig_action", required=True, metavar="ACTION")
     for name, summary in (
@@ -133,7 +146,50 @@ def cmd_login(args: argparse.Namespace) -> int:
     )
     _store(args).save(stored, args.profile)
     until = f"{stored.id_token_expiry():%Y-%m-%d %H:%M} UTC"
-    print(f"Logged in to {args.connector} (this token is valid until {until}; it renews itself).", file=sys.stderr)
+    try:
+        who = f" as {_describe(api.whoami(args.connector, stored.id_token, verify=verify))}"
+    except (ConnectionError, api.ApiRefused) as exc:
+        who = f" (the connector did not say who you are: {exc})"
+    print(
+        f"Logged in to {args.connector}{who} (this token is valid until {until}; it renews itself).", file=sys.stderr
+    )
+    return 0
+
+
+def _describe(identity: dict) -> str:
+    groups = ", ".join(identity.get("groups") or []) or "none"
+    return f"{identity.get('user')} (groups: {groups})"
+
+
+def cmd_whoami(args: argparse.Namespace) -> int:
+    tokens = api.fresh_tokens(_store(args), args.connector, args.profile, verify=_verify(args))
+    identity = api.whoami(args.connector, tokens.id_token, verify=_verify(args))
+    expires = tokens.id_token_expiry()
+    if args.output == "json":
+        out = {**identity, "connector": args.connector, "profile": args.profile, "expires": expires.isoformat()}
+        print(json.dumps(out, indent=2))
+        return 0
+    print(f"{_describe(identity)} on {args.connector}, profile {args.profile}")
+    print(f"token valid until {expires:%Y-%m-%d %H:%M:%S} UTC (renewed by itself while your login lasts)")
+    return 0
+
+
+def cmd_logout(args: argparse.Namespace) -> int:
+    store = _store(args)
+    had_login = store.load(args.connector, args.profile) is not None
+    store.delete(args.connector, args.profile)
+    said = "Logged out of" if had_login else "No login to forget for"
+    print(f"{said} {args.connector} (profile {args.profile}).", file=sys.stderr)
+    if args.kubeconfig_entries:
+        from connector.client.kubeconfig_edit import default_kubeconfig_path, edit_kubeconfig, remove_entries
+
+        path = args.kubeconfig or default_kubeconfig_path()
+        args.socket = []  # every context of this login
+        if path.is_file():
+            removed = edit_kubeconfig(path, lambda config: remove_entries(config, _our_contexts(config, args))[1])
+        else:
+            removed = []
+        print(f"Removed {len(removed)} context(s) from {path}: {', '.join(removed) or 'none'}", file=sys.stderr)
     return 0
 
 
@@ -236,13 +292,23 @@ def cmd_kubeconfig(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    handlers = {"login": cmd_login, "token": cmd_token, "sockets": cmd_sockets, "kubeconfig": cmd_kubeconfig}
+    handlers = {
+        "login": cmd_login,
+        "token": cmd_token,
+        "sockets": cmd_sockets,
+        "kubeconfig": cmd_kubeconfig,
+        "whoami": cmd_whoami,
+        "logout": cmd_logout,
+    }
     try:
         return handlers[args.action](args)
     except BrokenPipeError:
         raise  # the reader went away (`| head`): connector.cli ends quietly
     except api.NotLoggedIn as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    except api.ApiRefused as exc:
+        print(f"error: the connector refused the request (HTTP {exc.status}): {exc}", file=sys.stderr)
         return EXIT_FAIL
     except (SsoError, ConnectionError, PermissionError, LookupError, ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import os
+import shutil
 import stat
 import sys
 from collections.abc import Iterable
@@ -37,12 +38,27 @@ class SocketEntry:
     namespace: str | None = None
 
 
+# The console script kubectl runs as the exec credential plugin when it is on PATH.
+PLUGIN_SCRIPT = "eks-access-connector"
+
+
+def plugin_command() -> tuple[str, tuple[str, ...]]:
+    """(command, leading args) of the exec credential plugin: the console script by name when it is on
+    PATH (a `pipx install`: the kubeconfig keeps working across upgrades and reinstalls), otherwise
+    this interpreter with `-m connector` (a checkout or a venv nobody put on PATH)."""
+    if shutil.which(PLUGIN_SCRIPT):
+        return PLUGIN_SCRIPT, ()
+    return sys.executable, ("-m", "connector")
+
+
 def exec_user(args: tuple[str, ...], api_version: str = "client.authentication.k8s.io/v1") -> dict[str, Any]:
+    """A kubeconfig user whose credentials come from `client token ARGS...`."""
+    command, leading = plugin_command()
     return {
         "exec": {
             "apiVersion": api_version,
-            "command": sys.executable,
-            "args": list(args),
+            "command": command,
+            "args": [*leading, *args],
             "interactiveMode": "IfAvailable",
             "provideClusterInfo": False,
         }
@@ -73,7 +89,7 @@ def connector_entries(
 ) -> list[SocketEntry]:
     """The kubeconfig entries for `sockets` on `connector`, authenticated by `client token` (exec plugin)."""
     ca_pem = Path(ca_file).read_bytes() if ca_file else None
-    plugin = ["-m", "connector", "client", "token", "--connector", connector]
+    plugin = ["client", "token", "--connector", connector]
     if ca_file:
         plugin += ["--ca-file", str(Path(ca_file).resolve())]
     if profile != DEFAULT_PROFILE:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import TYPE_CHECKING, Any
 
+from connector.cli import command_name
 from connector.client.errors import SsoError
 from connector.client.token_store import StoredTokens, TokenStore
 
@@ -25,7 +26,7 @@ class NotLoggedIn(Exception):
 
 def login_hint(connector: str, profile: str) -> str:
     profile_arg = "" if profile == "default" else f" --profile {profile}"
-    return f"run `python -m connector client login --connector {connector}{profile_arg}`"
+    return f"run `{command_name()} client login --connector {connector}{profile_arg}`"
 
 
 def fresh_tokens(
@@ -79,6 +80,14 @@ def _message(resp: requests.Response) -> str:
         return str(resp.json().get("message", resp.text[:200]))
     except ValueError:
         return resp.text[:200]
+
+
+def whoami(connector: str, id_token: str, *, verify: bool | str = True) -> dict[str, Any]:
+    """Who the connector takes this token's holder for: {"user", "groups", "auth_method"}."""
+    data = call_api(connector, "GET", "/v1/whoami", id_token, verify=verify)
+    if not isinstance(data, dict) or not isinstance(data.get("user"), str):
+        raise ConnectionError(f"{connector}/v1/whoami did not answer who you are; is this a connector URL?")
+    return data
 
 
 def login_config(connector: str, *, verify: bool | str = True) -> dict[str, str]:

@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from connector.durations import parse_duration
 from connector.identity import Identity
-from connector.policy.access_model import AccessRequestDefinition, parse_duration
+from connector.policy.access_model import AccessRequestDefinition
 
 PENDING, APPROVED, DENIED, REVOKED, EXPIRED = "pending", "approved", "denied", "revoked", "expired"
 STATES = (PENDING, APPROVED, DENIED, REVOKED, EXPIRED)

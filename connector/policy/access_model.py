@@ -8,29 +8,15 @@ that a typo in `grants` is a `FILE:LINE` error instead of a request that silentl
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 from typing import Annotated
 
 from pydantic import AfterValidator, Field, ValidationError, model_validator
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
+from connector.durations import parse_duration
 from connector.model import StrictModel
 from connector.policy.model import Policy, PolicyName, Subjects, unique_names
-
-_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
-
-
-def parse_duration(value: str) -> timedelta:
-    """`"1h30m"` -> 90 minutes. Units h, m, s, largest first; used by config, CLI and API alike."""
-    m = _DURATION.fullmatch(value.strip()) if isinstance(value, str) else None
-    if m is None or not any(m.groups()):
-        raise ValueError(f'bad duration {value!r}: write e.g. "4h", "30m", "1h30m" or "90s"')
-    hours, minutes, seconds = (int(g or 0) for g in m.groups())
-    duration = timedelta(hours=hours, minutes=minutes, seconds=seconds)
-    if duration <= timedelta(0):
-        raise ValueError(f"bad duration {value!r}: it must be longer than zero")
-    return duration
 
 
 def _check_duration(value: str) -> str:

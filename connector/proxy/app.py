@@ -3,6 +3,7 @@
 Routes: `/sockets/{socket}/...` (the Kubernetes APIs, see handler.py), `/healthz` (the process is
 alive), `/readyz` (config loaded, sockets resolved, audit sink writable, not shutting down),
 `/metrics` (Prometheus), `/v1/sockets` (the sockets the caller may use, for `client kubeconfig set`),
+`/v1/whoami` (who the connector takes the caller for, for `client whoami`),
 `/v1/access-requests` (just-in-time access, see access_api.py) and `/v1/login-config` (the SSO issuer
 and client id, for `client login`; no authentication).
 Anything else is a 404 Status.
@@ -141,6 +142,21 @@ async def list_sockets(request: web.Request) -> web.StreamResponse:
     return web.json_response({"sockets": sockets}, headers={"X-Connector-Request-Id": call.request_id})
 
 
+async def whoami(request: web.Request) -> web.StreamResponse:
+    """Who the connector takes the caller for: `client whoami` and `client login` print it."""
+    call = api_call(request)
+    try:
+        identity = await authenticate(call)
+    except Refusal as refusal:
+        return await call.refuse(refusal)
+    call.decision = "allow"
+    call.reason = "identity shown to its owner"
+    await call.audit("ResponseComplete", 200)
+    call.count(200)
+    body = {"user": identity.user, "groups": list(identity.groups), "auth_method": identity.method}
+    return web.json_response(body, headers={"X-Connector-Request-Id": call.request_id})
+
+
 async def login_config_handler(request: web.Request) -> web.Response:
     config = request.app[CONTEXT].login_config
     if config is None:
@@ -167,6 +183,7 @@ def create_app(ctx: ProxyContext) -> web.Application:
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/v1/sockets", list_sockets)
+    app.router.add_get("/v1/whoami", whoami)
     app.router.add_get("/v1/login-config", login_config_handler)
     access_api.add_routes(app)
     app.router.add_route("*", "/sockets/{tail:.*}", handle_socket_request)

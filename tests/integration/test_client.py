@@ -21,6 +21,7 @@ from aiohttp import web
 from connector.authn.authenticator import Authenticator, login_config
 from connector.authn.config import AuthenticationConfig
 from connector.authn.errors import AuthenticationError
+from connector.client.kubeconfig_edit import plugin_command
 from sandbox.logins import complete_browser_login
 from sandbox.oidc import OidcIssuer
 from tests.support.oidc import DEMO_USERS, LoopThread
@@ -235,7 +236,9 @@ def test_kubeconfig_set_merges_and_unset_removes_only_ours(harness: Harness, tmp
     cluster = next(c for c in config["clusters"] if c["name"].startswith("connector-eks-us-east-1-prod@"))
     assert cluster["cluster"]["server"] == f"{harness.connector}/sockets/eks-us-east-1-prod"
     user = next(u for u in config["users"] if u["name"].startswith("connector-"))
-    assert user["user"]["exec"]["args"][:5] == ["-m", "connector", "client", "token", "--connector"]
+    command, leading = plugin_command()  # this interpreter, unless the console script is on PATH
+    assert user["user"]["exec"]["command"] == command
+    assert user["user"]["exec"]["args"][: len(leading) + 3] == [*leading, "client", "token", "--connector"]
 
     denied = subprocess.run(
         [sys.executable, "-m", "connector", "client", "kubeconfig", "set", *common, "--socket", "secret-cluster"],

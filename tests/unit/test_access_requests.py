@@ -7,11 +7,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from connector.config import ConfigError, ConnectorConfig, load_model
+from connector.durations import parse_duration
 from connector.identity import Identity
 from connector.kube.requestinfo import parse_request_info
 from connector.policy import access
 from connector.policy.access import APPROVED, DENIED, EXPIRED, PENDING, REVOKED, AccessRequest, AccessRequestError
-from connector.policy.access_model import parse_duration
 from connector.policy.engine import PolicyEngine
 
 CONFIG = """

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 
-from connector.client.kubeconfig_edit import SocketEntry, apply_entries, remove_entries
+from connector.client.kubeconfig_edit import PLUGIN_SCRIPT, SocketEntry, apply_entries, exec_user, remove_entries
 
 ENTRY = SocketEntry(
     "connector-prod",
@@ -12,7 +15,7 @@ ENTRY = SocketEntry(
     "connector-default@c:8443",
     "https://c:8443/sockets/prod",
     b"PEM",
-    ("-m", "connector", "client", "token"),
+    ("client", "token"),
 )
 
 
@@ -28,6 +31,26 @@ def test_apply_to_an_empty_config_creates_a_complete_kubeconfig():
     assert config["contexts"][0]["context"] == {"cluster": "connector-prod@c:8443", "user": "connector-default@c:8443"}
     assert config["users"][0]["user"]["exec"]["apiVersion"] == "client.authentication.k8s.io/v1"
     assert config["current-context"] == "connector-prod"
+
+
+def test_the_plugin_is_the_console_script_on_path_or_else_this_interpreter(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As found: the kubeconfig ran the absolute path of the repository's virtualenv's python, whatever
+    was installed; a `pipx install` puts the console script on PATH, and the kubeconfig names it."""
+    monkeypatch.setenv("PATH", str(tmp_path))
+    assert exec_user(("client", "token"))["exec"] | {"apiVersion": None} == {
+        "apiVersion": None,
+        "command": sys.executable,
+        "args": ["-m", "connector", "client", "token"],
+        "interactiveMode": "IfAvailable",
+        "provideClusterInfo": False,
+    }
+    script = tmp_path / PLUGIN_SCRIPT
+    script.write_text("#!/bin/sh\n")
+    script.chmod(0o755)
+    plugin = exec_user(("client", "token"))["exec"]
+    assert (plugin["command"], plugin["args"]) == (PLUGIN_SCRIPT, ["client", "token"])
 
 
 def test_apply_twice_is_idempotent_and_replaces_in_place():
