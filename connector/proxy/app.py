@@ -12,7 +12,7 @@ Anything else is a 404 Status.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -31,6 +31,7 @@ from connector.proxy.config import ServerConfig
 from connector.proxy.granted_streams import GrantedStreams
 from connector.proxy.handler import (
     CONTEXT,
+    Call,
     Refusal,
     api_call,
     authenticate,
@@ -115,46 +116,52 @@ async def metrics_handler(request: web.Request) -> web.Response:
     return web.Response(body=body, headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST})
 
 
-async def list_sockets(request: web.Request) -> web.StreamResponse:
-    """The sockets the caller may use now, with the kubeconfig server URL of each."""
+async def _authenticated_json(
+    request: web.Request, answer: Callable[[Call, Identity], Awaitable[tuple[str, Any]]]
+) -> web.StreamResponse:
+    """A `/v1` GET: authenticate the caller, `answer` gives (audit reason, JSON body), audit and count it."""
     call = api_call(request)
     try:
         identity = await authenticate(call)
     except Refusal as refusal:
         return await call.refuse(refusal)
-    ctx, now = call.ctx, dt.datetime.now(dt.UTC)
-    grants = await caller_grants(ctx, identity, now)
-    sockets: list[dict[str, Any]] = [
-        {
-            "name": entry.name,
-            "type": entry.upstream.service_type,
-            "region": entry.region,
-            "tags": dict(entry.upstream.tags),
-            "server": f"{ctx.public_url}/sockets/{entry.name}",
-            "source": entry.source,
-        }
-        for entry in usable_entries(ctx, identity, call.source_ip, now, grants)
-    ]
+    call.reason, body = await answer(call, identity)
     call.decision = "allow"
-    call.reason = f"{len(sockets)} socket(s) listed"
     await call.audit("ResponseComplete", 200)
     call.count(200)
-    return web.json_response({"sockets": sockets}, headers={"X-Connector-Request-Id": call.request_id})
+    return web.json_response(body, headers={"X-Connector-Request-Id": call.request_id})
+
+
+async def list_sockets(request: web.Request) -> web.StreamResponse:
+    """The sockets the caller may use now, with the kubeconfig server URL of each."""
+
+    async def answer(call: Call, identity: Identity) -> tuple[str, Any]:
+        ctx, now = call.ctx, dt.datetime.now(dt.UTC)
+        grants = await caller_grants(ctx, identity, now)
+        sockets = [
+            {
+                "name": entry.name,
+                "type": entry.upstream.service_type,
+                "region": entry.region,
+                "tags": dict(entry.upstream.tags),
+                "server": f"{ctx.public_url}/sockets/{entry.name}",
+                "source": entry.source,
+            }
+            for entry in usable_entries(ctx, identity, call.source_ip, now, grants)
+        ]
+        return f"{len(sockets)} socket(s) listed", {"sockets": sockets}
+
+    return await _authenticated_json(request, answer)
 
 
 async def whoami(request: web.Request) -> web.StreamResponse:
     """Who the connector takes the caller for: `client whoami` and `client login` print it."""
-    call = api_call(request)
-    try:
-        identity = await authenticate(call)
-    except Refusal as refusal:
-        return await call.refuse(refusal)
-    call.decision = "allow"
-    call.reason = "identity shown to its owner"
-    await call.audit("ResponseComplete", 200)
-    call.count(200)
-    body = {"user": identity.user, "groups": list(identity.groups), "auth_method": identity.method}
-    return web.json_response(body, headers={"X-Connector-Request-Id": call.request_id})
+
+    async def answer(call: Call, identity: Identity) -> tuple[str, Any]:
+        body = {"user": identity.user, "groups": list(identity.groups), "auth_method": identity.method}
+        return "identity shown to its owner", body
+
+    return await _authenticated_json(request, answer)
 
 
 async def login_config_handler(request: web.Request) -> web.Response:

@@ -39,14 +39,10 @@ def _client(*args: str, home: Path) -> subprocess.CompletedProcess[str]:
     )  # fmt: skip
 
 
-@pytest.fixture(scope="module")
-def user_home(sandbox: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """alice's HOME after `client login` and `client kubeconfig set`."""
-    home = tmp_path_factory.mktemp("alice-laptop")
-    connector = ["--connector", sandbox["connector"]["url"], "--ca-file", sandbox["connector"]["ca_file"]]
+def browser_login(argv: list[str], cwd: Path, env: dict[str, str]) -> str:
+    """Run `client login --no-browser`, do alice's browser step, and return the line it ends with."""
     login = subprocess.Popen(
-        [sys.executable, "-m", "connector", "client", "login", *connector, "--no-browser"],
-        cwd=REPO_ROOT, env=_user_env(home), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        [*argv, "--no-browser"], cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )  # fmt: skip
     output = RunningCommand(login)
@@ -56,8 +52,19 @@ def user_home(sandbox: dict[str, Any], tmp_path_factory: pytest.TempPathFactory)
             line = output.line(timeout=30)
         complete_browser_login(line.strip(), "alice")
         assert login.wait(30) == 0, f"client login failed: {line}"
+        while not line.startswith("Logged in"):
+            line = output.line(timeout=10)
     finally:
         output.stop()
+    return line
+
+
+@pytest.fixture(scope="module")
+def user_home(sandbox: dict[str, Any], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """alice's HOME after `client login` and `client kubeconfig set`."""
+    home = tmp_path_factory.mktemp("alice-laptop")
+    connector = ["--connector", sandbox["connector"]["url"], "--ca-file", sandbox["connector"]["ca_file"]]
+    browser_login([sys.executable, "-m", "connector", "client", "login", *connector], REPO_ROOT, _user_env(home))
     done = _client("kubeconfig", "set", *connector, home=home)
     assert done.returncode == 0, done.stderr
     return home
@@ -124,22 +131,7 @@ def test_the_base_install_alone_logs_in_and_kubectl_works_through_its_plugin(
     lean = subprocess.run([str(bin_dir / "python"), "-c", "import aiohttp"], capture_output=True, env=env, check=False)
     assert lean.returncode != 0, "the base install must not pull in the server's dependencies"
     connector = ["--connector", sandbox["connector"]["url"], "--ca-file", sandbox["connector"]["ca_file"]]
-    login = subprocess.Popen(
-        ["eks-access-connector", "client", "login", *connector, "--no-browser"], cwd=home, env=env,
-        stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )  # fmt: skip
-    output = RunningCommand(login)
-    try:
-        line = ""
-        while "/authorize?" not in line:
-            line = output.line(timeout=30)
-        complete_browser_login(line.strip(), "alice")
-        assert login.wait(30) == 0, f"client login failed: {line}"
-        said = ""
-        while not said.startswith("Logged in"):
-            said = output.line(timeout=10)
-    finally:
-        output.stop()
+    said = browser_login(["eks-access-connector", "client", "login", *connector], home, env)
     assert said.startswith(f"Logged in to {sandbox['connector']['url']} as alice@example.com (groups: "), said
     done = subprocess.run(
         ["eksac", "client", "kubeconfig", "set", *connector], cwd=home, env=env,
