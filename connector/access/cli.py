@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import quote
 
 from connector.client import session as api
-from connector.client.cli import EXIT_FAIL, EXIT_USAGE, add_connector_options
+from connector.client.cli import EXIT_FAIL, EXIT_USAGE, add_connector_options, verify_for
 from connector.client.errors import SsoError
 from connector.client.token_store import TokenStore
 from connector.durations import parse_duration
@@ -89,7 +89,7 @@ def _print(args: argparse.Namespace, payload: dict[str, Any]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    verify: bool | str = args.ca_file or True
+    verify = verify_for(args)
     try:
         token = api.fresh_tokens(TokenStore(args.cache_dir), args.connector, args.profile, verify=verify).id_token
 

@@ -106,8 +106,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
             )
 
 
-def _verify(args: argparse.Namespace) -> bool | str:
-    return args.ca_file or True
+def connector_ca(args: argparse.Namespace) -> str | None:
+    """The connector's CA file: `--ca-file`, or the one `client login --ca-file` kept with the login."""
+    if args.ca_file:
+        return str(args.ca_file)
+    kept = TokenStore(args.cache_dir).ca_path(args.connector, args.profile)
+    return str(kept) if kept.is_file() else None
+
+
+def verify_for(args: argparse.Namespace) -> bool | str:
+    """What requests verifies the connector's certificate with: its CA file, or the system's trust store."""
+    return connector_ca(args) or True
 
 
 def _store(args: argparse.Namespace) -> TokenStore:
@@ -117,7 +126,7 @@ def _store(args: argparse.Namespace) -> TokenStore:
 def cmd_login(args: argparse.Namespace) -> int:
     from connector.client.sso import discover, login_with_browser, login_with_device_code
 
-    verify = _verify(args)
+    verify = verify_for(args)
     if bool(args.issuer) != bool(args.client_id):
         print("client login: give both --issuer and --client-id, or neither", file=sys.stderr)
         return EXIT_USAGE
@@ -145,6 +154,8 @@ def cmd_login(args: argparse.Namespace) -> int:
         refresh_token=tokens.refresh_token, token_endpoint=provider.token_endpoint,
     )
     _store(args).save(stored, args.profile)
+    if args.ca_file:  # kept with the login: later commands, and the kubeconfig, need no --ca-file
+        _store(args).save_ca(args.connector, args.profile, Path(args.ca_file).read_bytes())
     until = f"{stored.id_token_expiry():%Y-%m-%d %H:%M} UTC"
     try:
         who = f" as {_describe(api.whoami(args.connector, stored.id_token, verify=verify))}"
@@ -162,8 +173,8 @@ def _describe(identity: dict) -> str:
 
 
 def cmd_whoami(args: argparse.Namespace) -> int:
-    tokens = api.fresh_tokens(_store(args), args.connector, args.profile, verify=_verify(args))
-    identity = api.whoami(args.connector, tokens.id_token, verify=_verify(args))
+    tokens = api.fresh_tokens(_store(args), args.connector, args.profile, verify=verify_for(args))
+    identity = api.whoami(args.connector, tokens.id_token, verify=verify_for(args))
     expires = tokens.id_token_expiry()
     if args.output == "json":
         out = {**identity, "connector": args.connector, "profile": args.profile, "expires": expires.isoformat()}
@@ -195,14 +206,14 @@ def cmd_logout(args: argparse.Namespace) -> int:
 
 def cmd_token(args: argparse.Namespace) -> int:
     api_version = requested_api_version()
-    tokens = api.fresh_tokens(_store(args), args.connector, args.profile, verify=_verify(args))
+    tokens = api.fresh_tokens(_store(args), args.connector, args.profile, verify=verify_for(args))
     print(exec_credential(tokens.id_token, tokens.id_token_expiry(), api_version))
     return 0
 
 
 def _sockets(args: argparse.Namespace) -> list[dict]:
-    tokens = api.fresh_tokens(_store(args), args.connector, args.profile, verify=_verify(args))
-    return api.list_sockets(args.connector, tokens.id_token, verify=_verify(args))
+    tokens = api.fresh_tokens(_store(args), args.connector, args.profile, verify=verify_for(args))
+    return api.list_sockets(args.connector, tokens.id_token, verify=verify_for(args))
 
 
 def cmd_sockets(args: argparse.Namespace) -> int:
@@ -224,7 +235,7 @@ def socket_entries(args: argparse.Namespace, names: list[str]) -> list[SocketEnt
     from connector.client.kubeconfig_edit import connector_entries
 
     return connector_entries(
-        args.connector, names, ca_file=args.ca_file, profile=args.profile, cache_dir=args.cache_dir,
+        args.connector, names, ca_file=connector_ca(args), profile=args.profile, cache_dir=args.cache_dir,
         context_template=args.context_template,
     )
 

@@ -24,6 +24,14 @@ class NotLoggedIn(Exception):
     """No usable login: the message tells the user the exact command to run."""
 
 
+def untrusted(url: str) -> str:
+    """What to do when the connector's certificate is not trusted here (a self-made CA, usually)."""
+    return (
+        f"the connector at {url} presented a certificate this machine does not trust: pass the "
+        "connector's CA with --ca-file FILE (client login keeps it with the login for later commands)"
+    )
+
+
 def login_hint(connector: str, profile: str) -> str:
     profile_arg = "" if profile == "default" else f" --profile {profile}"
     return f"run `{command_name()} client login --connector {connector}{profile_arg}`"
@@ -63,6 +71,8 @@ def _get_json(url: str, *, verify: bool | str, token: str | None = None) -> Any:
         headers["Authorization"] = f"Bearer {token}"
     try:
         resp = requests.get(url, headers=headers, verify=verify, timeout=15, allow_redirects=False)
+    except requests.exceptions.SSLError:
+        raise ConnectionError(untrusted(url)) from None
     except requests.RequestException as exc:
         raise ConnectionError(f"cannot reach the connector at {url}: {exc}") from None
     if resp.status_code in (401, 403):
@@ -126,6 +136,8 @@ def call_api(
         resp = requests.request(
             method, url, headers=headers, json=body, verify=verify, timeout=15, allow_redirects=False
         )
+    except requests.exceptions.SSLError:
+        raise ConnectionError(untrusted(url)) from None
     except requests.RequestException as exc:
         raise ConnectionError(f"cannot reach the connector at {url}: {exc}") from None
     if resp.status_code >= 300:

@@ -71,5 +71,16 @@ class TokenStore:
         replace_file(path, json.dumps(tokens._asdict()), mode=0o600)
         return path
 
+    def ca_path(self, connector: str, profile: str) -> Path:
+        """Where the login's connector CA is kept (given once to `client login --ca-file`)."""
+        return self.path(connector, profile).with_suffix(".ca.pem")
+
+    def save_ca(self, connector: str, profile: str, pem: bytes) -> Path:
+        path = self.ca_path(connector, profile)
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        replace_file(path, pem.decode("ascii", "replace"), mode=0o600)
+        return path
+
     def delete(self, connector: str, profile: str) -> None:
         self.path(connector, profile).unlink(missing_ok=True)
+        self.ca_path(connector, profile).unlink(missing_ok=True)

@@ -130,7 +130,15 @@ def test_the_base_install_alone_logs_in_and_kubectl_works_through_its_plugin(
     env = {**_user_env(home), "PATH": f"{bin_dir}:{Path(binary).parent}:/usr/bin:/bin", "PYTHONPATH": ""}
     lean = subprocess.run([str(bin_dir / "python"), "-c", "import aiohttp"], capture_output=True, env=env, check=False)
     assert lean.returncode != 0, "the base install must not pull in the server's dependencies"
-    connector = ["--connector", sandbox["connector"]["url"], "--ca-file", sandbox["connector"]["ca_file"]]
+    bare = ["--connector", sandbox["connector"]["url"]]
+    connector = [*bare, "--ca-file", sandbox["connector"]["ca_file"]]
+    untrusted = subprocess.run(
+        ["eks-access-connector", "client", "login", *bare, "--no-browser"], cwd=home, env=env,
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert untrusted.returncode == 1 and "does not trust: pass the connector's CA with --ca-file FILE" in (
+        untrusted.stderr
+    ), untrusted.stderr
     said = browser_login(["eks-access-connector", "client", "login", *connector], home, env)
     assert said.startswith(f"Logged in to {sandbox['connector']['url']} as alice@example.com (groups: "), said
     done = subprocess.run(
@@ -149,7 +157,7 @@ def test_the_base_install_alone_logs_in_and_kubectl_works_through_its_plugin(
 
     def client(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            ["eks-access-connector", "client", *args, *connector], cwd=home, env=env,
+            ["eks-access-connector", "client", *args, *bare], cwd=home, env=env,  # the CA kept by login
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
 
