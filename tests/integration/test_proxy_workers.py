@@ -14,6 +14,7 @@ import logging
 import os
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ from yarl import URL
 from connector.metrics import DISCOVERY_SCANS
 from connector.proxy.worker import STREAMS
 from connector.proxy.workers import Supervisor
+from tests.integration.test_connection_bounds import tls_connection
 from tests.integration.test_proxy_runtime import cluster, free_port
 from tests.support.aws import create_mock_cluster, mocked_aws
 from tests.support.proxy_harness import DEFAULT_POLICIES, ProxyHarness
@@ -159,6 +161,50 @@ async def test_per_user_stream_limit_holds_across_workers_and_a_killed_worker_fr
         assert watch2.status == 200
         watch2.close()
         assert len(await h.worker_metrics()) == 2
+
+
+async def test_connection_limits_hold_across_workers(tmp_path: Path) -> None:
+    limits = {"server": {"limits": {"max_connections": 10, "max_connections_per_ip": 2, "header_read_seconds": 60}}}
+    async with WorkersHarness(tmp_path, config=limits) as h:
+        held = [await tls_connection(h) for _ in range(2)]
+        for _ in range(FRESH):  # whichever worker the kernel picks, 127.0.0.1 has its two
+            with pytest.raises((ConnectionError, ssl.SSLError, asyncio.IncompleteReadError, TimeoutError)):
+                _, writer = await tls_connection(h)
+                writer.close()
+        assert h.supervisor._connections is not None and h.supervisor._connections.acquire("127.0.0.1") is not None
+        _, writer = held.pop()
+        writer.close()
+
+        async def accepted() -> bool:
+            try:
+                reader, writer = await tls_connection(h)
+            except (ConnectionError, ssl.SSLError, asyncio.IncompleteReadError, TimeoutError):
+                return False
+            held.append((reader, writer))
+            return True
+
+        await eventually(accepted)
+        for _, w in held:
+            w.close()
+
+
+async def test_readyz_passes_on_every_worker_and_sigterm_ends_open_watches_cleanly(tmp_path: Path) -> None:
+    async with WorkersHarness(tmp_path) as h:
+        async with h.fresh_session() as session:
+            for _ in range(FRESH):
+                async with session.get(h.url + "/readyz") as resp:
+                    assert resp.status == 200, await resp.text()
+        watch = await h.session().get(URL(h.url + f"{PODS}?watch=1", encoded=True), headers=h.auth("alice"))
+        assert watch.status == 200
+        await asyncio.wait_for(watch.content.readline(), 10)
+        shutdown = asyncio.create_task(h.supervisor.shutdown())
+        assert await asyncio.wait_for(watch.content.read(), 30) == b""  # the chunked body ends: a clean end
+        await shutdown
+        assert all(w.process is not None and w.process.returncode == 0 for w in h.supervisor._workers)
+        h.connector = None  # shut down already
+    # The watch's end, written by a worker during its shutdown, is in the log the supervisor closed last.
+    ends = [json.loads(line) for line in h.audit_path.read_text().splitlines()]
+    assert any(e.get("stream") == "watch" and e["stage"] == "ResponseComplete" for e in ends)
 
 
 async def test_discovery_runs_in_the_supervisor_only_and_every_worker_serves_what_it_finds(
