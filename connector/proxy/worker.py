@@ -33,8 +33,9 @@ STREAMS, CONNECTIONS = "streams", "connections"
 
 
 class RemoteAuditLog(AuditLog):
-    """The audit log of a worker: each line goes to the supervisor's one writer, which answers once the
-    line is written (and fsynced, with `fsync: always`), so `emit` means what it means in one process."""
+    """The audit log of a worker: each line goes to the supervisor's one writer. Where an answer matters
+    (`fail_closed`, or `fsync: always`) `emit` waits for it: written, and fsynced with `fsync: always`,
+    so it means what it means in one process."""
 
     def __init__(self, config: AuditConfig, link: WorkerLink, healthy: bool = True):
         # No sink of its own: AuditLog's state is kept for `healthy`, `fail_closed` and `/readyz`.
@@ -47,14 +48,26 @@ class RemoteAuditLog(AuditLog):
         pass
 
     async def emit_line(self, line: bytes) -> bool:
+        if not self.config.fail_closed and self.config.fsync != "always":
+            # Nothing waits on the answer: the line is sent in order and the supervisor writes it as it
+            # would its own (a failed write is counted and the event kept in its error log, and the
+            # sink's health reaches every worker), so the request does not wait for a round trip.
+            try:
+                self._link.notify("audit", line)
+            except LinkClosed as exc:
+                return self._unreachable(exc, line)
+            return self._healthy
         try:
             written, self._healthy = await self._link.call("audit", line)
         except (LinkClosed, RuntimeError) as exc:
-            self._healthy = False
-            self._last_error = f"the supervisor's audit log cannot be reached: {exc}"
-            report_lost_event(self._last_error, line)
-            return False
+            return self._unreachable(exc, line)
         return bool(written)
+
+    def _unreachable(self, exc: Exception, line: bytes) -> bool:
+        self._healthy = False
+        self._last_error = f"the supervisor's audit log cannot be reached: {exc}"
+        report_lost_event(self._last_error, line)
+        return False
 
     def set_healthy(self, healthy: bool) -> None:
         self._healthy = healthy

@@ -12,6 +12,7 @@ tasks start in arrival order, so audit lines from one worker keep their order.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import itertools
 import logging
@@ -23,6 +24,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 _LENGTH = struct.Struct(">I")
+CLOSE_FLUSH_SECONDS = 5.0
 Handler = Callable[..., Any]
 
 
@@ -72,6 +74,8 @@ class WorkerLink:
                 self._dispatch(*frame)
         finally:
             self.closed = True
+            # What the other side sent before it went (its last audit lines) is still handled.
+            await asyncio.gather(*self._tasks, return_exceptions=True)
             for answer in self._waiting.values():
                 if not answer.done():
                     answer.set_exception(LinkClosed("the other process closed the link"))
@@ -117,8 +121,11 @@ class WorkerLink:
             self._send(("reply", frame_id, ok, value))
 
     async def close(self) -> None:
+        """Close after the frames already written are sent (a worker's last audit lines)."""
         self.closed = True
         self._writer.close()
+        with contextlib.suppress(ConnectionError, TimeoutError):
+            await asyncio.wait_for(self._writer.wait_closed(), CLOSE_FLUSH_SECONDS)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -102,8 +102,15 @@ async def eventually(check, seconds: float = 20) -> None:  # type: ignore[no-unt
         await asyncio.sleep(0.05)
 
 
-async def test_both_workers_serve_and_every_audit_line_is_whole_under_load(tmp_path: Path) -> None:
-    async with WorkersHarness(tmp_path) as h:
+@pytest.mark.parametrize(
+    "audit",
+    [{}, {"fail_closed": True, "fsync": "always"}],
+    ids=["lines-sent-without-waiting", "each-line-answered-after-fsync"],
+)
+async def test_both_workers_serve_and_every_audit_line_is_whole_under_load(
+    tmp_path: Path, audit: dict[str, object]
+) -> None:
+    async with WorkersHarness(tmp_path, config={"audit": audit}) as h:
         pids = await h.worker_metrics()
         assert len(pids) == 2 and str(os.getpid()) not in pids
         async with h.fresh_session(limit=32) as session:
