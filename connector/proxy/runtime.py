@@ -357,19 +357,39 @@ class Connector:
         await self.ctx.audit.close()
 
     async def run(self) -> int:
-        """Serve until SIGTERM or SIGINT; SIGHUP reloads. Returns the process exit code."""
-        await self.start()
+        """Serve until SIGTERM or SIGINT; SIGHUP reloads. Returns the process exit code.
+
+        The handlers are installed before `start()`, which logs the "serving on" line that scripts wait
+        for: a signal sent on that line must find them (SIGHUP's default would end the process). A
+        SIGHUP during start-up reloads once started; a SIGTERM during start-up stops once started.
+        """
         loop = asyncio.get_running_loop()
         reloads: set[asyncio.Task[bool]] = set()
+        started, hup_while_starting = False, False
 
         def on_hup() -> None:
+            nonlocal hup_while_starting
+            if not self.reloads_on_sighup:
+                return
+            if not started:
+                hup_while_starting = True
+                return
             task = asyncio.create_task(self.reload("SIGHUP"))
             reloads.add(task)
             task.add_done_callback(reloads.discard)
 
-        loop.add_signal_handler(signal.SIGHUP, on_hup if self.reloads_on_sighup else lambda: None)
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
         loop.add_signal_handler(signal.SIGTERM, self._stopping.set)
         loop.add_signal_handler(signal.SIGINT, self._stopping.set)
+        try:
+            await self.start()
+        except BaseException:
+            for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            raise
+        started = True
+        if hup_while_starting:
+            on_hup()
         try:
             await self._stopping.wait()
             log.info("shutting down (grace %.0f s)", self.cfg.server.shutdown_grace_seconds if self.cfg else 0)
