@@ -64,10 +64,11 @@ CONNECTOR_LIMITS = {"max_streams_per_user": 100_000, "max_streams": 1_000_000,
 Results = list[tuple[str, dict[str, float]]]
 
 
-async def _serve_connector(config: str, port_file: str) -> None:
+async def _serve_connector(config: str, port_file: str, workers: int) -> None:
     from connector.proxy.runtime import Connector
+    from connector.proxy.workers import Supervisor
 
-    connector = Connector(config)
+    connector = Connector(config) if workers == 1 else Supervisor(config, workers=workers)
     await connector.start()
     await asyncio.to_thread(Path(port_file).write_text, connector.url.rsplit(":", 1)[1])
     await asyncio.Event().wait()
@@ -124,8 +125,9 @@ def raise_open_file_limit(needed: int) -> int:
 
 
 class Bench:
-    def __init__(self, tmp: Path, seconds: float, exec_mb: int, watches: list[int]):
+    def __init__(self, tmp: Path, seconds: float, exec_mb: int, watches: list[int], workers: int = 1):
         self.tmp = tmp
+        self.workers = workers
         self.seconds = seconds
         self.exec_bytes = exec_mb * 1_000_000
         self.watch_levels = watches
@@ -159,8 +161,8 @@ class Bench:
         self.control_port = int(control)
         return int(port), self.tmp / "up-ca.crt"
 
-    def start_connector(self, loop: str, token: str, socket_config: dict[str, Any]) -> Target:
-        directory = self.tmp / f"connector-{loop}"
+    def start_connector(self, loop: str, token: str, socket_config: dict[str, Any], workers: int = 1) -> Target:
+        directory = self.tmp / f"connector-{loop}-{workers}"
         directory.mkdir()
         (directory / "tokens.yaml").write_text(
             yaml.safe_dump({"tokens": [{"sha256": hash_token(token), "user": "bench", "groups": ["dev"]}]})
@@ -178,14 +180,21 @@ class Bench:
         }  # fmt: skip
         (directory / "config.yaml").write_text(yaml.safe_dump(config))
         port_file = directory / "port"
-        process = self.spawn("-m", "bench.proxy", "connector", str(directory / "config.yaml"), str(port_file), loop)
-        port = int(_wait_for_file(port_file, process, f"the connector ({loop})"))
+        process = self.spawn(
+            "-m", "bench.proxy", "connector", str(directory / "config.yaml"), str(port_file), loop, str(workers)
+        )  # fmt: skip
+        name = f"connector ({loop})" if workers == 1 else f"connector ({loop}, {workers} workers)"
+        port = int(_wait_for_file(port_file, process, name))
         tls = ssl.create_default_context(cafile=str(directory / "state" / "ca.crt"))
         auth = f"Authorization: Bearer {token}\r\n".encode()
-        return Target(f"connector ({loop})", port, "/sockets/bench", tls, auth, process.pid)
+        return Target(name, port, "/sockets/bench", tls, auth, process.pid)
 
     def start_connectors(self, socket_config: dict[str, Any]) -> list[Target]:
-        return [self.start_connector(loop, secrets.token_urlsafe(32), socket_config) for loop in ("uvloop", "asyncio")]
+        loops = ("uvloop", "asyncio")
+        targets = [self.start_connector(loop, secrets.token_urlsafe(32), socket_config) for loop in loops]
+        if self.workers > 1:  # its workers are `serve` processes, on uvloop
+            targets.append(self.start_connector("uvloop", secrets.token_urlsafe(32), socket_config, self.workers))
+        return targets
 
     def start_kubectl_proxy(self, kubectl: Path, server: str, ca: Path, user: dict[str, str]) -> Target:
         kubeconfig = self.tmp / "kubeconfig"
@@ -309,13 +318,13 @@ def main(argv: list[str]) -> int:
         uvloop.run(serve(cert, key, port_file, int(exec_bytes)))
         return 0
     if argv[:1] == ["connector"]:
-        config, port_file, loop = argv[1:4]
+        config, port_file, loop, workers = argv[1:5]
         if loop == "uvloop":
             import uvloop
 
-            uvloop.run(_serve_connector(config, port_file))
+            uvloop.run(_serve_connector(config, port_file, int(workers)))
         else:
-            asyncio.run(_serve_connector(config, port_file))
+            asyncio.run(_serve_connector(config, port_file, int(workers)))
         return 0
     parser = argparse.ArgumentParser(prog="python -m bench.proxy", description=__doc__.split("\n\n")[0])
     parser.add_argument("--seconds", type=float, default=3.0, help="measuring time per figure (default 3)")
@@ -325,6 +334,8 @@ def main(argv: list[str]) -> int:
     parser.add_argument("--upstream", choices=("static", "apiserver"), default="static",
                         help="what the proxies front (default static)")  # fmt: skip
     parser.add_argument("--json", action="store_true", help="print every figure as JSON instead of tables")
+    parser.add_argument("--workers", type=int, default=1, choices=range(1, 65), metavar="N",
+                        help="also measure the connector as `serve --workers N` (default 1: not measured)")  # fmt: skip
     args = parser.parse_args(argv)
     import uvloop
 
@@ -336,7 +347,7 @@ def main(argv: list[str]) -> int:
               "proxy process; use fewer --watches", file=sys.stderr)
         return 2
     with tempfile.TemporaryDirectory() as tmp:
-        bench = Bench(Path(tmp), args.seconds, args.exec_mb, levels)
+        bench = Bench(Path(tmp), args.seconds, args.exec_mb, levels, args.workers)
         try:
             results = uvloop.run(bench.run_static() if args.upstream == "static" else bench.run_apiserver())
         except Exception as exc:  # one line for whatever stopped the run, never a traceback

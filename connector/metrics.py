@@ -82,3 +82,9 @@ CONFIG_RELOADS = Counter(
     "Config reload attempts, by outcome (applied, rejected).",
     ["outcome"],
 )
+
+WORKER = Gauge(
+    "connector_worker",
+    "Set to 1 in a serving process of `serve --workers N`, labelled with its worker index and pid.",
+    ["index", "pid"],
+)

@@ -15,7 +15,8 @@ import functools
 import logging
 import os
 import sys
-from typing import BinaryIO, Protocol
+from collections.abc import Coroutine
+from typing import Any, BinaryIO, Protocol
 
 from connector import metrics
 from connector.audit.config import AuditConfig
@@ -92,6 +93,12 @@ def open_sink(config: AuditConfig, stdout: BinaryIO | None = None) -> _Sink:
     return FileSink(config.file)
 
 
+def report_lost_event(error: str, line: bytes) -> None:
+    """Count a failed write and put the event in the error log, so that it is not lost though the sink refused it."""
+    metrics.AUDIT_WRITE_ERRORS.inc()
+    log.error("audit event could not be written (%s): %s", error, line.decode(errors="replace").rstrip())
+
+
 class AuditLog:
     """The running audit log: writes events, tracks whether the sink works, fsyncs per policy."""
 
@@ -123,9 +130,12 @@ class AuditLog:
         if self.config.fsync == "interval" and self._syncer is None:
             self._syncer = asyncio.create_task(self._sync_periodically(), name="audit-fsync")
 
-    async def emit(self, event: AuditEvent) -> bool:
+    def emit(self, event: AuditEvent) -> Coroutine[Any, Any, bool]:
         """Write one event; True when it reached the sink (and the disk, with `fsync: always`)."""
-        line = event.to_json().encode() + b"\n"
+        return self.emit_line(event.to_json().encode() + b"\n")
+
+    async def emit_line(self, line: bytes) -> bool:
+        """Write one serialized event (a worker's, under `serve --workers N`); as `emit`."""
         try:
             self._sink.write(line)
         except (OSError, ValueError) as exc:  # ValueError: the stream was closed under us
@@ -154,11 +164,9 @@ class AuditLog:
             self._failed(exc, line)
 
     def _failed(self, exc: BaseException, line: bytes) -> None:
-        metrics.AUDIT_WRITE_ERRORS.inc()
         self._healthy = False
         self._last_error = f"{type(exc).__name__}: {exc}"
-        # The event goes to the error log so that it is not lost even though the sink refused it.
-        log.error("audit event could not be written (%s): %s", self._last_error, line.decode(errors="replace").rstrip())
+        report_lost_event(self._last_error, line)
 
     async def _sync_periodically(self) -> None:
         while True:

@@ -1,4 +1,7 @@
-"""`python -m connector serve --config FILE`: run the connector until SIGTERM.
+"""`python -m connector serve --config FILE [--workers N]`: run the connector until SIGTERM.
+
+`--workers N` serves from N processes on one port (default: the CPUs this process may use); with
+N = 1 the connector is one process, as it always was. See connector.proxy.workers.
 
 Logs go to stderr; audit events go to stdout unless `audit.file` is set. Exit codes: 0 after a clean
 shutdown, 2 when the config does not validate (every problem printed with its file and line), 1 when
@@ -16,6 +19,9 @@ from connector.audit.sinks import AuditSinkError
 from connector.config import ConfigError
 from connector.proxy.runtime import Connector
 from connector.proxy.server_tls import TlsSetupError
+from connector.proxy.worker import WorkerConnector
+from connector.proxy.worker_count import usable_cpus
+from connector.proxy.workers import Supervisor, WorkerStartError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -25,6 +31,44 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--log-level", default="info", choices=["debug", "info", "warning", "error"], help="log verbosity (stderr)"
     )
+    parser.add_argument(
+        "--workers",
+        type=_worker_count,
+        default=None,
+        metavar="N",
+        help="serving processes sharing the port (default: the CPUs this process may use; 1: a single process)",
+    )
+    # How the supervisor starts a worker; not for people.
+    parser.add_argument("--worker-link", help=argparse.SUPPRESS)
+    parser.add_argument("--worker-index", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--worker-port", type=int, default=0, help=argparse.SUPPRESS)
+
+
+MAX_WORKERS = 256
+
+
+def _worker_count(text: str) -> int:
+    try:
+        count = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if not 1 <= count <= MAX_WORKERS:
+        raise argparse.ArgumentTypeError(f"must be between 1 and {MAX_WORKERS}, not {count}")
+    return count
+
+
+def _process_label(args: argparse.Namespace) -> str:
+    """Which worker wrote a log line, when several share the log."""
+    return f"worker {args.worker_index} (pid %(process)d) " if args.worker_link else ""
+
+
+def _connector(args: argparse.Namespace) -> Connector:
+    if args.worker_link:
+        return WorkerConnector(args.config, link_path=args.worker_link, index=args.worker_index, port=args.worker_port)
+    workers = args.workers if args.workers is not None else usable_cpus()
+    if workers == 1:
+        return Connector(args.config)
+    return Supervisor(args.config, workers=workers, log_level=args.log_level)
 
 
 def _event_loop_runner() -> asyncio.Runner:
@@ -40,9 +84,9 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(
         level=getattr(logging, args.log_level.upper()),
         stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        format=f"%(asctime)s %(levelname)s {_process_label(args)}%(name)s: %(message)s",
     )
-    connector = Connector(args.config)
+    connector = _connector(args)
     try:
         with _event_loop_runner() as runner:
             return runner.run(connector.run())
@@ -50,7 +94,7 @@ def run(args: argparse.Namespace) -> int:
         for line in exc.errors:
             print(line, file=sys.stderr)
         return EXIT_USAGE
-    except (AuditSinkError, TlsSetupError) as exc:
+    except (AuditSinkError, TlsSetupError, WorkerStartError) as exc:
         print(f"python -m connector serve: {exc}", file=sys.stderr)
         return EXIT_FAILED
     except OSError as exc:

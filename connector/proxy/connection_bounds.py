@@ -53,8 +53,9 @@ ACCEPT_RETRY_SECONDS = 0.1
 class ConnectionSlots:
     """The open client connections, in total and per client IP, against the current limits.
 
-    This process's count. With several serving processes the limits are the connector's, so a
-    shared implementation (the same `acquire`/`release`) takes this one's place.
+    This process's count. With several serving processes (`serve --workers N`) the limits are the
+    connector's, so the supervisor holds the one count and each worker claims through its link
+    (connector.proxy.worker.RemoteConnectionSlots, the same `claim`/`release`).
     """
 
     def __init__(self, limits: Callable[[], LimitsConfig]):
@@ -74,6 +75,10 @@ class ConnectionSlots:
         self._per_ip[ip] = held + 1
         metrics.CONNECTIONS_OPEN.inc()
         return None
+
+    async def claim(self, ip: str) -> str | None:
+        """`acquire` as the accept loop calls it (a worker's claim asks its supervisor)."""
+        return self.acquire(ip)
 
     def release(self, ip: str) -> None:
         self._total -= 1
@@ -237,9 +242,12 @@ class ProxyRunner(web.AppRunner):
 class BoundedSite(web.BaseSite):
     """A TCP listener whose connections take a slot at accept, then get their TLS handshake under its deadline."""
 
-    def __init__(self, runner: ProxyRunner, host: str, port: int, *, ssl_context: ssl.SSLContext):
+    def __init__(
+        self, runner: ProxyRunner, host: str, port: int, *, ssl_context: ssl.SSLContext, reuse_port: bool = False
+    ):
         super().__init__(runner, ssl_context=ssl_context)
         self._host, self._port = host, port
+        self._reuse_port = reuse_port
         self._listeners: list[socket.socket] = []
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -259,6 +267,9 @@ class BoundedSite(web.BaseSite):
             listener = socket.socket(family, socket.SOCK_STREAM)
             self._listeners.append(listener)
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if self._reuse_port:
+                # The kernel spreads the port's connections over every worker's listener.
+                listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
             if family == socket.AF_INET6:
                 listener.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
             listener.bind(address)
@@ -292,16 +303,20 @@ class BoundedSite(web.BaseSite):
                 log.warning("accepting a connection failed: %s", exc)
                 await asyncio.sleep(ACCEPT_RETRY_SECONDS)
                 continue
-            ip = str(peer[0])
-            refused = server.bounds.slots.acquire(ip)
-            if refused is not None:
-                metrics.CONNECTIONS_REFUSED.labels(refused).inc()
-                conn.close()
-                continue
-            self._spawn(self._handshake(server, conn, ip))
+            self._spawn(self._handshake(server, conn, str(peer[0])))
 
     async def _handshake(self, server: BoundedServer, conn: socket.socket, ip: str) -> None:
-        """The TLS handshake under `tls_handshake_seconds`; the request handler takes the connection after it."""
+        """A slot, then the TLS handshake under `tls_handshake_seconds`; the request handler takes the
+        connection after it. A connection refused a slot is closed before any TLS work."""
+        try:
+            refused = await server.bounds.slots.claim(ip)
+        except BaseException:
+            conn.close()
+            raise
+        if refused is not None:
+            metrics.CONNECTIONS_REFUSED.labels(refused).inc()
+            conn.close()
+            return
         loop = asyncio.get_running_loop()
         handler = server()
         handler.hold_slot(ip)

@@ -438,7 +438,7 @@ async def _handle(call: Call) -> web.StreamResponse:
         return await _to_cluster(call, checked)
     limits = ctx.server.limits
     try:
-        ctx.streams.acquire(identity.user, per_user=limits.max_streams_per_user, total=limits.max_streams)
+        await ctx.streams.claim(identity.user, per_user=limits.max_streams_per_user, total=limits.max_streams)
     except StreamLimitExceeded as exc:
         raise Refusal(429, f"socket {call.socket}: {exc}", "rejected") from None
     try:

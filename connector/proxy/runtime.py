@@ -18,7 +18,7 @@ import functools
 import logging
 import os
 import signal
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -37,9 +37,11 @@ from connector.aws.token import EksTokenCache
 from connector.config import ConfigError, ConnectorConfig, load_config
 from connector.policy.engine import PolicyEngine
 from connector.proxy.app import ProxyContext, TapFactory, create_app, runner_options
-from connector.proxy.connection_bounds import BoundedSite, ConnectionBounds, ProxyRunner
+from connector.proxy.config import LimitsConfig
+from connector.proxy.connection_bounds import BoundedSite, ConnectionBounds, ConnectionSlots, ProxyRunner
 from connector.proxy.registry import SocketRegistry
 from connector.proxy.server_tls import ServerTls, build_server_tls
+from connector.proxy.stream_limits import StreamSlots
 from connector.upstream import SocketError, upstream_for_eks_cluster
 
 log = logging.getLogger(__name__)
@@ -53,6 +55,15 @@ def tap_factory(recordings: RecordingConfig) -> TapFactory | None:
     if not recordings.enabled:
         return None
     return functools.partial(open_session_tap, config=recordings)
+
+
+def public_host(cfg: ConnectorConfig) -> str:
+    """The host users reach the connector at: the public URL's, else the listen host (127.0.0.1 for a wildcard)."""
+    configured = URL(cfg.server.public_url) if cfg.server.public_url else None
+    if configured is not None and configured.host:
+        return configured.host
+    listen = cfg.server.listen_address
+    return "127.0.0.1" if listen.is_wildcard else listen.host
 
 
 def public_url(cfg: ConnectorConfig, port: int) -> str:
@@ -73,7 +84,18 @@ def _file_state(path: Path) -> tuple[int, int, int] | None:
 
 
 class Connector:
-    """One connector process. `start()` then `shutdown()`, or `run()` for both with signal handling."""
+    """One connector process. `start()` then `shutdown()`, or `run()` for both with signal handling.
+
+    The hooks below (`_open_audit`, `_stream_slots`, `_connection_slots`, `_start_discovery`,
+    `_reload_discovery`, `_listen`, `reuse_port`, `watches_config`, `reloads_on_sighup`) are where
+    `serve --workers N` (connector.proxy.workers) puts the parts that must stay one per connector.
+    """
+
+    # Listen with SO_REUSEPORT, so that several serving processes share the port.
+    reuse_port = False
+    # Reload when the config file changes, and on SIGHUP (a worker is told to by its supervisor).
+    watches_config = True
+    reloads_on_sighup = True
 
     def __init__(self, config_path: str | Path, *, audit_stdout: BinaryIO | None = None):
         self.config_path = Path(config_path)
@@ -97,7 +119,7 @@ class Connector:
         policy = _policy_engine(cfg, str(self.config_path))
         authenticator = Authenticator.from_config(cfg.authentication)
         try:
-            audit = AuditLog(cfg.audit, stdout=self._audit_stdout)
+            audit = self._open_audit(cfg)
         except AuditSinkError:
             await authenticator.close()
             raise
@@ -115,6 +137,7 @@ class Connector:
             tap_factory=tap_factory(cfg.recordings),
             access_requests=tuple(cfg.access_requests),
             access_store=_access_store(cfg, None),
+            streams=self._stream_slots(),
         )
         try:
             await registry.apply_static(cfg.sockets)
@@ -124,28 +147,49 @@ class Connector:
             await self._close_parts()
             raise
         self._background = [
-            asyncio.create_task(self._watch_config(), name="config-watch"),
             asyncio.create_task(self._retry_failed_sockets(), name="socket-retry"),
             asyncio.create_task(self.ctx.granted_streams.run(self.ctx), name="granted-streams"),
         ]
+        if self.watches_config:
+            self._background.append(asyncio.create_task(self._watch_config(), name="config-watch"))
+
+    def _open_audit(self, cfg: ConnectorConfig) -> AuditLog:
+        """The audit log the config asks for; raises AuditSinkError."""
+        return AuditLog(cfg.audit, stdout=self._audit_stdout)
+
+    def _stream_slots(self) -> StreamSlots:
+        return StreamSlots()
+
+    def _connection_slots(self, limits: Callable[[], LimitsConfig]) -> ConnectionSlots:
+        return ConnectionSlots(limits)
+
+    def _listen_port(self, cfg: ConnectorConfig) -> int:
+        return cfg.server.listen_address.port
 
     async def _listen(self, cfg: ConnectorConfig) -> None:
         assert self.ctx is not None
         listen = cfg.server.listen_address
-        configured = URL(cfg.server.public_url) if cfg.server.public_url else None
-        public_host = configured.host if configured and configured.host else (
-            "127.0.0.1" if listen.is_wildcard else listen.host)  # fmt: skip
-        self.tls = build_server_tls(cfg.server, public_host, self.ctx.authenticator.client_ca_file)
+        self.tls = build_server_tls(cfg.server, public_host(cfg), self.ctx.authenticator.client_ca_file)
         ctx = self.ctx
-        bounds = ConnectionBounds(lambda: ctx.server.limits, audit=lambda: ctx.audit)
+
+        def limits() -> LimitsConfig:
+            return ctx.server.limits
+
+        bounds = ConnectionBounds(limits, self._connection_slots(limits), audit=lambda: ctx.audit)
         self._runner = ProxyRunner(create_app(ctx), bounds, **runner_options(cfg.server))
         await self._runner.setup()
-        site = BoundedSite(self._runner, listen.host, listen.port, ssl_context=self.tls.context)
+        site = BoundedSite(
+            self._runner, listen.host, self._listen_port(cfg), ssl_context=self.tls.context, reuse_port=self.reuse_port
+        )
         await site.start()
         self.url = public_url(cfg, site.port)
         self.ctx.public_url = self.url
-        log.info("serving on %s (listening on %s:%d)", self.url, listen.host, site.port)
-        if self.tls.ca_file is not None:
+        self._announce(f"serving on {self.url} (listening on {listen.host}:{site.port})")
+
+    def _announce(self, serving: str) -> None:
+        """Log that the connector serves: the line scripts wait for, once per connector (not per worker)."""
+        log.info("%s", serving)
+        if self.tls is not None and self.tls.ca_file is not None:
             log.info("no server.tls certificate configured: clients must trust the connector's CA %s", self.tls.ca_file)
 
     async def _start_discovery(self, cfg: ConnectorConfig) -> None:
@@ -216,7 +260,7 @@ class Connector:
         audit: AuditLog | None = None
         if cfg.audit != old.audit:
             try:
-                audit = AuditLog(cfg.audit, stdout=self._audit_stdout)
+                audit = self._open_audit(cfg)
             except AuditSinkError as exc:
                 log.error("config reload refused: %s", exc)
                 if authenticator is not None:
@@ -244,13 +288,18 @@ class Connector:
             _reopen_audit(ctx.audit, cfg.audit)
         await ctx.registry.apply_static(cfg.sockets)
         if cfg.discovery != old.discovery:
-            if self._discovery is not None:
-                await self._discovery.stop()
-            await self._start_discovery(cfg)
-            # The new service announced its clusters as it started; drop what it no longer finds.
-            current = self._discovery.current() if self._discovery is not None else {}
-            ctx.registry.keep_discovered(set(current))
+            await self._reload_discovery(cfg)
         return True
+
+    async def _reload_discovery(self, cfg: ConnectorConfig) -> None:
+        """Replace the discovery service after its config changed."""
+        assert self.ctx is not None
+        if self._discovery is not None:
+            await self._discovery.stop()
+        await self._start_discovery(cfg)
+        # The new service announced its clusters as it started; drop what it no longer finds.
+        current = self._discovery.current() if self._discovery is not None else {}
+        self.ctx.registry.keep_discovered(set(current))
 
     def _later(self, work: Awaitable[None], delay: float) -> None:
         async def run() -> None:
@@ -308,12 +357,23 @@ class Connector:
         await self.ctx.audit.close()
 
     async def run(self) -> int:
-        """Serve until SIGTERM or SIGINT; SIGHUP reloads. Returns the process exit code."""
-        await self.start()
+        """Serve until SIGTERM or SIGINT; SIGHUP reloads. Returns the process exit code.
+
+        The handlers are installed before `start()`, which logs the "serving on" line that scripts wait
+        for: a signal sent on that line must find them (SIGHUP's default would end the process). A
+        SIGHUP during start-up reloads once started; a SIGTERM during start-up stops once started.
+        """
         loop = asyncio.get_running_loop()
         reloads: set[asyncio.Task[bool]] = set()
+        started, hup_while_starting = False, False
 
         def on_hup() -> None:
+            nonlocal hup_while_starting
+            if not self.reloads_on_sighup:
+                return
+            if not started:
+                hup_while_starting = True
+                return
             task = asyncio.create_task(self.reload("SIGHUP"))
             reloads.add(task)
             task.add_done_callback(reloads.discard)
@@ -321,6 +381,15 @@ class Connector:
         loop.add_signal_handler(signal.SIGHUP, on_hup)
         loop.add_signal_handler(signal.SIGTERM, self._stopping.set)
         loop.add_signal_handler(signal.SIGINT, self._stopping.set)
+        try:
+            await self.start()
+        except BaseException:
+            for sig in (signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
+                loop.remove_signal_handler(sig)
+            raise
+        started = True
+        if hup_while_starting:
+            on_hup()
         try:
             await self._stopping.wait()
             log.info("shutting down (grace %.0f s)", self.cfg.server.shutdown_grace_seconds if self.cfg else 0)

@@ -45,6 +45,10 @@ class StreamSlots:
         self._by_user[user] = held + 1
         self._total += 1
 
+    async def claim(self, user: str, *, per_user: int, total: int) -> None:
+        """`acquire` as the handler calls it (a worker's claim asks its supervisor, see connector.proxy.worker)."""
+        self.acquire(user, per_user=per_user, total=total)
+
     def release(self, user: str) -> None:
         held = self._by_user.get(user, 0)
         if held <= 0:
