@@ -132,7 +132,7 @@ class AuditLog:
 
     def emit(self, event: AuditEvent) -> Coroutine[Any, Any, bool]:
         """Write one event; True when it reached the sink (and the disk, with `fsync: always`)."""
-        return self.emit_line(event.to_json().encode() + b"\n")
+        return self.emit_line(event.to_line())
 
     async def emit_line(self, line: bytes) -> bool:
         """Write one serialized event (a worker's, under `serve --workers N`); as `emit`."""

@@ -225,3 +225,15 @@ async def test_a_head_the_parser_refuses_is_audited_with_its_request_id(
     assert event["reason"].startswith("malformed request head: ") and event["path"] == ""
     assert event["method"] == head.split(b" ", 1)[0].decode()
     assert event["source_ip"] == "127.0.0.1"
+
+
+async def test_a_header_that_is_not_utf8_is_audited_not_lost(h: ProxyHarness) -> None:
+    """As found: a User-Agent of Latin-1 bytes made the audit line unencodable; the request was served and
+    its event lost (a way to act unaudited). The bytes are written as U+FFFD, as kube-apiserver does."""
+    status, data = await h.raw(
+        f"GET {PODS} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer {h.tokens['bob']}\r\n".encode()
+        + b"User-Agent: caf\xe9 \xff\r\n\r\n"
+    )
+    assert status == 200, data[:300]
+    event = h.audit_events()[-1]
+    assert (event["decision"], event["code"], event["user_agent"]) == ("allow", 200, "caf\ufffd \ufffd")

@@ -45,7 +45,9 @@ def test_event_json_has_the_documented_fields_and_omits_absent_ones() -> None:
         duration_ms=1.23456,
         user_agent="kubectl/v1.33",
     )
-    data = json.loads(e.to_json())
+    line = e.to_line()
+    assert line.endswith(b"\n") and line.count(b"\n") == 1
+    data = json.loads(line)
     documented = (
         "time", "request_id", "user", "groups", "source_ip", "socket", "request", "decision", "policy", "rule",
         "upstream_status", "bytes_in", "bytes_out", "duration_ms", "user_agent", "stage", "code",
@@ -54,7 +56,16 @@ def test_event_json_has_the_documented_fields_and_omits_absent_ones() -> None:
         assert key in data, key
     assert data["groups"] == ["dev"] and data["request"]["verb"] == "list" and data["duration_ms"] == 1.235
     assert "error" not in data and "recording" not in data
-    assert "\n" not in e.to_json()
+
+
+def test_bytes_that_are_not_utf8_are_written_as_replacement_characters() -> None:
+    """As found: a User-Agent of Latin-1 bytes (aiohttp decodes headers with surrogateescape) made the
+    line unencodable; the request was answered and its event lost."""
+    ua = b"caf\xe9 \xff".decode("utf-8", "surrogateescape")
+    e = AuditEvent(request_id="r", stage="ResponseComplete", decision="allow", code=200, method="GET",
+                   path="/x", source_ip="1.2.3.4", user_agent=ua, groups=(ua,))  # fmt: skip
+    data = json.loads(e.to_line())
+    assert data["user_agent"] == "caf\ufffd \ufffd" and data["groups"] == ["caf\ufffd \ufffd"]
 
 
 def test_timestamp_format() -> None:
