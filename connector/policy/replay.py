@@ -25,7 +25,7 @@ from connector.kube.requestinfo import RequestInfo, parse_request_info
 from connector.policy.engine import PolicyEngine
 from connector.policy.model import Policy
 from connector.proxy.handler import SOCKETS_PREFIX, Refusal, split_socket_path
-from connector.proxy.reviews import review_kind
+from connector.proxy.reviews import SELF_REVIEW, review_kind
 
 DECIDED = frozenset({"allow", "deny"})
 _MAX_REPORTED_MALFORMED = 20
@@ -200,10 +200,14 @@ class Decider:
             return found
         identity = Identity(user=req.user, groups=req.groups)
         tags = self._tags.get(req.socket, {})
-        if review_kind(req.info) is not None:
-            # A self-review is answered by the connector itself for anyone who may use the socket,
-            # whatever the rules say (connector/proxy/handler.py): decide it the same way.
-            usable = self._engine.may_use_socket(identity, req.socket, tags, req.source_ip, req.time)
+        kind = review_kind(req.info)
+        if kind is not None:
+            # A self-review is answered by the connector itself, whatever the rules say: whoami for
+            # every authenticated caller, the access reviews for anyone who may use the socket
+            # (connector/proxy/handler.py). Decide it the same way.
+            usable = kind == SELF_REVIEW or self._engine.may_use_socket(
+                identity, req.socket, tags, req.source_ip, req.time
+            )
             reason = (
                 "a self-review, answered by the connector"
                 if usable

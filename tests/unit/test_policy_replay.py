@@ -99,11 +99,14 @@ DEV_READ_ONLY = ALICE_READ
         (NONE, "deny", POD_LIST, "10.0.0.5", 0),
         (OFFICE, "allow", POD_LIST, "10.0.0.255", 0),
         (OFFICE, "allow", POD_LIST, "10.0.1.0", 1),
-        # Self-reviews are answered by the connector for anyone who may use the socket, rules aside.
+        # Self-reviews are answered by the connector for anyone who may use the socket, rules aside;
+        # whoami (SelfSubjectReview) for every authenticated caller, socket or not.
         (NONE, "allow", SSAR, "10.0.0.5", 0),
         (DEV_READ_ONLY, "allow", SSR, "10.0.0.5", 0),
         (NOBODY, "allow", SSAR, "10.0.0.5", 1),
+        (NOBODY, "allow", SSR, "10.0.0.5", 0),
         (OFFICE, "allow", SSAR, "10.0.1.0", 1),
+        (OFFICE, "allow", SSR, "10.0.1.0", 0),
     ],
 )
 def test_replay_table(tmp_path, config, logged, path, ip, expected):
