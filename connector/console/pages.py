@@ -27,7 +27,7 @@ from connector.audit.sessions_cli import (
 )
 from connector.console.browser_sessions import COOKIE
 from connector.console.guard import CONSOLE_PATH, Viewer, console_context, console_page
-from connector.console.render import message_page, page
+from connector.console.render import PLAYER_SCRIPT, message_page, page
 
 MAX_AUDIT_EVENTS_SHOWN = 200
 
@@ -148,6 +148,7 @@ async def session_page(request: web.Request, viewer: Viewer) -> web.StreamRespon
         header=header,
         events=[json.dumps(e, ensure_ascii=False, sort_keys=True) for e in events],
         cast_url=f"{CONSOLE_PATH}sessions/{session_id}.cast",
+        player_ready=PLAYER_SCRIPT.is_file(),
         **viewer.template_values,
     )
 

@@ -11,11 +11,14 @@ from aiohttp import web
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 STATIC_DIR = PACKAGE_DIR / "static"
+# Copied there by `make console-player` from the npm lock of connector/console/player/.
+PLAYER_SCRIPT = STATIC_DIR / "player" / "asciinema-player.min.js"
 
 CONTENT_SECURITY_POLICY = "; ".join(
     (
         "default-src 'none'",
-        "script-src 'self'",
+        # The player's terminal emulator is WebAssembly; 'wasm-unsafe-eval' allows compiling it, not JS eval.
+        "script-src 'self' 'wasm-unsafe-eval'",
         "style-src 'self'",
         "img-src 'self'",
         "font-src 'self'",
