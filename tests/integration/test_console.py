@@ -3,7 +3,6 @@ authorization code + PKCE, the session cookie's rules, CSRF, console rights and 
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -13,12 +12,11 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.support.console import browser, register_console, sign_in
+from tests.support.console import SESSION_ID, browser, register_console, sign_in, write_recording
 from tests.support.oidc import running_issuer
 from tests.support.proxy_harness import DEFAULT_POLICIES, ProxyHarness
 
 REVIEWERS = {"name": "reviewers", "subjects": {"users": ["alice@example.com"]}, "console": {"sessions": "read"}}
-SESSION_ID = "c0ffee00-1111-2222-3333-444455556666"
 
 
 def _console_config(issuer_url: str, tmp: Path, **console: Any) -> dict[str, Any]:
@@ -39,30 +37,6 @@ async def console_connector(tmp: Path, **console: Any) -> AsyncIterator[ProxyHar
             yield h
 
 
-def _write_recording(directory: Path) -> bytes:
-    directory.mkdir(parents=True, exist_ok=True)
-    header = {
-        "version": 2,
-        "width": 80,
-        "height": 24,
-        "timestamp": 1_780_000_000,
-        "connector": {
-            "session_id": SESSION_ID,
-            "user": "bob@example.com",
-            "socket": "prod",
-            "namespace": "default",
-            "pod": "web-0",
-            "container": "app",
-            "subresource": "exec",
-            "command": ["sh", "-c", "echo hello"],
-        },
-    }
-    body = (json.dumps(header) + "\n" + json.dumps([0.1, "o", "hello from the pod\r\n"]) + "\n"
-            + json.dumps([0.2, "m", "exit status 0"]) + "\n").encode()  # fmt: skip
-    (directory / f"{SESSION_ID}.cast").write_bytes(body)
-    return body
-
-
 def _csrf(page: str) -> str:
     match = re.search(r'name="csrf_token" value="([^"]+)"', page)
     assert match, page
@@ -71,7 +45,7 @@ def _csrf(page: str) -> str:
 
 async def test_sign_in_sets_a_strict_console_cookie_and_shows_the_pages(tmp_path):
     async with console_connector(tmp_path) as h:
-        cast = _write_recording(tmp_path / "recordings")
+        cast = write_recording(tmp_path / "recordings")
         async with browser(h.ssl_context()) as session:
             status, page, cookies = await sign_in(session, h.url, "alice")
             assert status == 200, page

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import json
 import re
 import ssl
 from html import unescape
 from http.cookies import SimpleCookie
+from pathlib import Path
 
 import aiohttp
 
 from sandbox.oidc import OidcIssuer
 
+SESSION_ID = "c0ffee00-1111-2222-3333-444455556666"
+SESSION_OUTPUT = "hello from the pod"
 _HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
 
 
@@ -44,3 +48,28 @@ async def sign_in(session: aiohttp.ClientSession, connector_url: str, user: str)
         for header in resp.headers.getall("Set-Cookie", []):
             cookies.load(header)
         return resp.status, await resp.text(), cookies
+
+
+def write_recording(directory: Path) -> bytes:
+    """A finished exec session of bob's in the recordings directory, as the recorder writes it; its bytes."""
+    directory.mkdir(parents=True, exist_ok=True)
+    header = {
+        "version": 2,
+        "width": 80,
+        "height": 24,
+        "timestamp": 1_780_000_000,
+        "connector": {
+            "session_id": SESSION_ID,
+            "user": "bob@example.com",
+            "socket": "prod",
+            "namespace": "default",
+            "pod": "web-0",
+            "container": "app",
+            "subresource": "exec",
+            "command": ["sh", "-c", "echo hello"],
+        },
+    }
+    body = (json.dumps(header) + "\n" + json.dumps([0.1, "o", SESSION_OUTPUT + "\r\n"]) + "\n"
+            + json.dumps([0.2, "m", "exit status 0"]) + "\n").encode()  # fmt: skip
+    (directory / f"{SESSION_ID}.cast").write_bytes(body)
+    return body
