@@ -5,7 +5,13 @@ VENV := .venv
 PY := $(VENV)/bin/python
 REQUIREMENTS := requirements-connector.txt requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 
-.PHONY: test lint sandbox bench clean control-plane
+.PHONY: test lint sandbox bench clean control-plane console-player chromium
+
+# The console's session player: asciinema-player from npm, pinned by connector/console/player's lock
+# file, copied into the served static dir (git-ignored, never committed).
+PLAYER_DIR := connector/console/player
+PLAYER_STATIC := connector/console/static/player
+PLAYER_BUNDLE := $(PLAYER_DIR)/node_modules/asciinema-player/dist/bundle
 
 # The real control plane (kube-apiserver 1.29 and 1.33, etcd) built from Go modules into a cache
 # outside the work tree (sandbox/controlplane/binaries.py); a no-op when cached, skipped without go.
@@ -23,13 +29,24 @@ lint: $(VENV)/.installed
 control-plane: $(VENV)/.installed
 	$(PY) -m sandbox.controlplane build
 
-test: lint
+$(PLAYER_STATIC)/asciinema-player.min.js: $(PLAYER_DIR)/package.json $(PLAYER_DIR)/package-lock.json
+	cd $(PLAYER_DIR) && npm ci --ignore-scripts --no-audit --no-fund
+	mkdir -p $(PLAYER_STATIC)
+	cp $(PLAYER_BUNDLE)/asciinema-player.min.js $(PLAYER_BUNDLE)/asciinema-player.css $(PLAYER_STATIC)/
+
+console-player: $(PLAYER_STATIC)/asciinema-player.min.js
+
+# The browser of the console's tests (Debian's chromium); they skip, saying why, when it is missing.
+chromium:
+	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
+
+test: lint console-player
 ifneq ($(GO),)
 	$(PY) -m sandbox.controlplane build
 endif
 	$(PY) -m pytest
 
-sandbox: $(VENV)/.installed
+sandbox: $(VENV)/.installed console-player
 ifneq ($(GO),)
 	$(PY) -m sandbox.controlplane build
 endif

@@ -15,6 +15,7 @@ from connector.audit.recording_config import RecordingConfig
 from connector.authn.config import AuthenticationConfig
 from connector.aws.discovery_config import DiscoveryConfig
 from connector.configfile import ConfigError, load_model, read_config_text
+from connector.console.config import ConsoleConfig
 from connector.model import StrictModel
 from connector.policy.access_model import AccessRequestList, AccessStoreConfig, check_grants
 from connector.policy.model import PolicyList
@@ -37,10 +38,22 @@ class ConnectorConfig(StrictModel):
     authentication: AuthenticationConfig = Field(default_factory=AuthenticationConfig)
     access_requests: AccessRequestList = Field(default_factory=list)
     access_store: AccessStoreConfig | None = None
+    console: ConsoleConfig = Field(default_factory=ConsoleConfig)
 
     @model_validator(mode="after")
     def _grants_resolve(self) -> ConnectorConfig:
         check_grants(self.policies, self.access_requests)
+        return self
+
+    @model_validator(mode="after")
+    def _console_issuer_known(self) -> ConnectorConfig:
+        if not self.console.enabled:
+            return self
+        issuers = [o.issuer for o in self.authentication.oidc]
+        if not issuers:
+            raise ValueError("console.enabled needs an OIDC issuer in authentication.oidc to sign people in with")
+        if self.console.issuer is not None and self.console.issuer not in issuers:
+            raise ValueError(f"console.issuer {self.console.issuer!r} is not one of authentication.oidc's issuers")
         return self
 
 

@@ -3,8 +3,9 @@
 It implements what the connector and `python -m connector client login` use from a real IdP (Okta,
 Entra ID, Google, Keycloak): discovery, a JWKS with RS256 keys (rotatable), the authorization code flow
 with PKCE (S256) for loopback redirect URIs (RFC 8252), refresh tokens (rotated on use, revocable) and
-the device authorization grant (RFC 8628). The "browser step" is an HTML form that picks a demo user;
-tests complete it over plain HTTP.
+the device authorization grant (RFC 8628). Web clients (the connector's console) register their https
+redirect URIs in `redirect_uris` and, when confidential, their secret in `client_secrets`. The "browser
+step" is an HTML form that picks a demo user; tests complete it over plain HTTP.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import unquote, urlencode, urlsplit
 
 import jwt
 from aiohttp import web
@@ -84,6 +85,20 @@ def _is_loopback_redirect(uri: str) -> bool:
         return False
 
 
+def _client_credentials(request: web.Request, form: Any) -> tuple[str, str | None]:
+    """(client_id, secret) from HTTP Basic (client_secret_basic) or the form (client_secret_post, none)."""
+    auth = request.headers.get("Authorization", "")
+    if auth.lower().startswith("basic "):
+        try:
+            decoded = base64.b64decode(auth[6:].strip(), validate=True).decode()
+        except (ValueError, UnicodeDecodeError):
+            return "", None
+        client_id, _, secret = decoded.partition(":")
+        return unquote(client_id), unquote(secret)
+    secret = form.get("client_secret")
+    return str(form.get("client_id", "")), str(secret) if secret is not None else None
+
+
 def _oauth_error(status: int, error: str, description: str) -> web.Response:
     return web.json_response({"error": error, "error_description": description}, status=status)
 
@@ -98,6 +113,10 @@ class OidcIssuer:
     host: str = "127.0.0.1"
     port: int = 0
     clock: Callable[[], float] = time.time
+    # Redirect URIs of web clients, matched exactly (loopback http ones need no registration).
+    redirect_uris: list[str] = field(default_factory=list)
+    # client_id -> secret of confidential clients; they authenticate at /token (basic or post).
+    client_secrets: dict[str, str] = field(default_factory=dict)
     _keys: list[_SigningKey] = field(default_factory=list)
     _codes: dict[str, _CodeGrant] = field(default_factory=dict)
     _devices: dict[str, _DeviceGrant] = field(default_factory=dict)
@@ -194,7 +213,7 @@ class OidcIssuer:
                 "grant_types_supported": ["authorization_code", "refresh_token", DEVICE_CODE_GRANT],
                 "code_challenge_methods_supported": ["S256"],
                 "scopes_supported": ["openid", "email", "profile", "groups", "offline_access"],
-                "token_endpoint_auth_methods_supported": ["none"],
+                "token_endpoint_auth_methods_supported": ["none", "client_secret_basic", "client_secret_post"],
                 "claims_supported": ["sub", "email", "email_verified", "name", "groups"],
             }
         )
@@ -228,8 +247,9 @@ class OidcIssuer:
             return "response_type must be code"
         if q.get("client_id") not in self.client_ids:
             return "unknown client_id"
-        if not _is_loopback_redirect(q.get("redirect_uri", "")):
-            return "redirect_uri must be an http loopback URI (RFC 8252)"
+        redirect_uri = q.get("redirect_uri", "")
+        if not _is_loopback_redirect(redirect_uri) and redirect_uri not in self.redirect_uris:
+            return "redirect_uri must be an http loopback URI (RFC 8252) or a registered redirect URI"
         if q.get("code_challenge_method") != "S256" or not q.get("code_challenge"):
             return "PKCE with code_challenge_method=S256 is required"
         if "openid" not in q.get("scope", "").split():
@@ -277,9 +297,12 @@ class OidcIssuer:
     async def _token(self, request: web.Request) -> web.Response:
         form = await request.post()
         grant = form.get("grant_type")
-        client_id = str(form.get("client_id", ""))
+        client_id, secret = _client_credentials(request, form)
         if client_id not in self.client_ids:
             return _oauth_error(401, "invalid_client", "unknown client_id")
+        expected = self.client_secrets.get(client_id)
+        if expected is not None and not secrets.compare_digest(secret or "", expected):
+            return _oauth_error(401, "invalid_client", "this client must authenticate with its secret")
         if grant == "authorization_code":
             code = self._codes.pop(str(form.get("code", "")), None)
             if code is None or code.expires_at < self.clock() or code.client_id != client_id:

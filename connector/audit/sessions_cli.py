@@ -417,7 +417,7 @@ def _printable(text: str, limit: int = 60) -> str:
 # -- finding and reading a recording ---------------------------------------------------------------
 
 
-def _open_recording(ident: str, sources: Sources) -> tuple[str, IO[bytes]]:
+def open_recording(ident: str, sources: Sources) -> tuple[str, IO[bytes]]:
     """(where it was found, a binary stream of it) for a session id, file path or s3:// URI."""
     if ident.startswith("s3://"):
         return ident, _open_s3_uri(ident, sources)
@@ -439,7 +439,7 @@ def _open_recording(ident: str, sources: Sources) -> tuple[str, IO[bytes]]:
         named = audit_rows.get(ident)
         if named is not None and named.recording and named.recording != ident:
             if named.recording.startswith("s3://") or Path(named.recording).is_file():
-                return _open_recording(named.recording, sources)
+                return open_recording(named.recording, sources)
         looked.append(str(sources.audit_log))
     if sources.s3 is not None:
         key = f"{sources.s3.prefix}{recording_id_for(ident)}{RECORDING_SUFFIX}"
@@ -555,7 +555,7 @@ def plain_text(output: str) -> str:
 
 def _play(args: argparse.Namespace, sources: Sources) -> int:
     speed = _speed(args.speed)
-    where, stream = _open_recording(args.id, sources)
+    where, stream = open_recording(args.id, sources)
     try:
         with stream:
             _, events = read_events(stream, where)
@@ -576,7 +576,7 @@ def _play(args: argparse.Namespace, sources: Sources) -> int:
 
 
 def _export(args: argparse.Namespace, sources: Sources) -> int:
-    where, stream = _open_recording(args.id, sources)
+    where, stream = open_recording(args.id, sources)
     with stream:
         if args.format == "cast":
             content = stream.read()

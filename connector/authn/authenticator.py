@@ -105,6 +105,10 @@ class Authenticator:
         ca = cfg.client_certificates.client_ca_file if cfg.client_certificates else None
         return cls([OidcVerifier(o) for o in cfg.oidc], store, ca)
 
+    def oidc_verifier(self, issuer: str) -> OidcVerifier | None:
+        """The verifier of a configured issuer (the console signs people in with it)."""
+        return self._oidc.get(issuer)
+
     async def close(self) -> None:
         for verifier in self._oidc.values():
             await verifier.close()

@@ -53,7 +53,8 @@ class OidcVerifier:
             await self._session.close()
             self._session = None
 
-    def _http(self) -> aiohttp.ClientSession:
+    def http(self) -> aiohttp.ClientSession:
+        """The client session for this issuer (its CA), shared with the console's token exchange."""
         if self._session is None:
             ssl_ctx: ssl.SSLContext | bool = True
             if self.config.ca_file:
@@ -65,7 +66,7 @@ class OidcVerifier:
         return self._session
 
     async def _get_json(self, url: str) -> Any:
-        async with self._http().get(url, allow_redirects=False) as resp:
+        async with self.http().get(url, allow_redirects=False) as resp:
             if resp.status != 200:
                 raise OSError(f"GET {url} answered HTTP {resp.status}")
             body = await resp.content.read(MAX_DOCUMENT_BYTES + 1)
@@ -73,8 +74,8 @@ class OidcVerifier:
                 raise OSError(f"GET {url}: document larger than {MAX_DOCUMENT_BYTES} bytes")
             return json.loads(body)
 
-    async def refresh_keys(self) -> None:
-        """Fetch the discovery document and the JWKS. Raises OSError/ValueError with what went wrong."""
+    async def provider_document(self) -> dict[str, Any]:
+        """The issuer's discovery document, checked to name this issuer. Raises OSError/ValueError."""
         discovery_url = self.config.issuer.rstrip("/") + "/.well-known/openid-configuration"
         doc = await self._get_json(discovery_url)
         announced = doc.get("issuer") if isinstance(doc, dict) else None
@@ -82,6 +83,12 @@ class OidcVerifier:
             raise ValueError(
                 f"{discovery_url}: the discovery document names issuer {announced!r}, expected {self.config.issuer!r}"
             )
+        return doc
+
+    async def refresh_keys(self) -> None:
+        """Fetch the discovery document and the JWKS. Raises OSError/ValueError with what went wrong."""
+        doc = await self.provider_document()
+        discovery_url = self.config.issuer.rstrip("/") + "/.well-known/openid-configuration"
         jwks_uri = doc.get("jwks_uri")
         if not isinstance(jwks_uri, str) or not jwks_uri.startswith(("https://", "http://")):
             raise ValueError(f"{discovery_url}: missing or invalid jwks_uri")

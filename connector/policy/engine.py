@@ -29,7 +29,7 @@ from connector.identity import Identity
 from connector.kube.requestinfo import RequestInfo
 from connector.policy.conditions import CompiledConditions
 from connector.policy.matchers import SocketMatcher
-from connector.policy.model import Policy
+from connector.policy.model import ConsoleRights, Policy
 from connector.policy.rules import RuleSet, describe_request, effective_verb
 
 DISCOVERY_PATHS = frozenset({"/api", "/apis", "/version"})
@@ -70,6 +70,7 @@ class _CompiledPolicy:
     kubernetes: bool
     rules: RuleSet | None  # None = everything
     grant_only: bool
+    console: ConsoleRights | None
 
     def selects(self, socket_name: str, tags: Mapping[str, str]) -> bool:
         if self.sockets(socket_name):
@@ -92,6 +93,7 @@ def _compile(index: int, policy: Policy) -> _CompiledPolicy:
         kubernetes=access is not None,
         rules=None if access is None or access.rules is None else RuleSet(access.rules),
         grant_only=policy.grant_only,
+        console=policy.console,
     )
 
 
@@ -222,6 +224,16 @@ class PolicyEngine:
             p.kubernetes and p.failure(source_ip, now) is None
             for p in self._applying(identity, socket_name, socket_tags, grants or {})
         )
+
+    def console_rights(self, identity: Identity, source_ip: str, now: datetime) -> ConsoleRights:
+        """The web console rights of the policies naming this caller whose conditions hold now."""
+        _require_aware(now)
+        rights = ConsoleRights()
+        for index in sorted(self._subject_ids(identity)):
+            policy = self._policies[index]
+            if policy.console is not None and policy.failure(source_ip, now) is None:
+                rights = rights.union(policy.console)
+        return rights
 
     def rules_for(
         self,

@@ -12,7 +12,7 @@ import re
 import zoneinfo
 from collections.abc import Callable
 from datetime import datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, Field, ValidationInfo, field_validator, model_validator
 
@@ -275,6 +275,28 @@ class KubernetesAccess(StrictModel):
         return value
 
 
+class ConsoleRights(StrictModel):
+    """What a policy's subjects may do in the web console; an omitted key grants nothing there."""
+
+    sessions: Literal["read"] | None = None
+    audit: Literal["read"] | None = None
+    access_requests: Literal["read", "approve"] | None = None
+
+    def union(self, other: ConsoleRights) -> ConsoleRights:
+        """Rights from several policies add up, `approve` including `read`."""
+        requests = "approve" if "approve" in (self.access_requests, other.access_requests) else (
+            self.access_requests or other.access_requests)  # fmt: skip
+        return ConsoleRights(
+            sessions=self.sessions or other.sessions,
+            audit=self.audit or other.audit,
+            access_requests=requests,
+        )
+
+    @property
+    def any(self) -> bool:
+        return bool(self.sessions or self.audit or self.access_requests)
+
+
 class Policy(StrictModel):
     """A named grant: these subjects may use these sockets under these conditions, with this access."""
 
@@ -287,6 +309,7 @@ class Policy(StrictModel):
     grant_only: bool = Field(
         default=False, description="apply only to a caller with an approved, unexpired access request granting it"
     )
+    console: ConsoleRights | None = None
 
     @field_validator("kubernetes", mode="before")
     @classmethod
@@ -310,7 +333,10 @@ class Policy(StrictModel):
 
     @model_validator(mode="after")
     def _selects_sockets(self) -> Policy:
-        if not self.sockets and not self.socket_tags:
+        if self.console is not None and self.grant_only:
+            raise ValueError("console rights cannot be grant_only: give them in a policy of their own")
+        console_only = self.console is not None and self.kubernetes is None
+        if not self.sockets and not self.socket_tags and not console_only:
             raise ValueError('name the sockets this policy applies to: sockets (names, "*" globs) and/or socket_tags')
         return self
 

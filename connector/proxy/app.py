@@ -4,8 +4,9 @@ Routes: `/sockets/{socket}/...` (the Kubernetes APIs, see handler.py), `/healthz
 alive), `/readyz` (config loaded, sockets resolved, audit sink writable, not shutting down),
 `/metrics` (Prometheus), `/v1/sockets` (the sockets the caller may use, for `client kubeconfig set`),
 `/v1/whoami` (who the connector takes the caller for, for `client whoami`),
-`/v1/access-requests` (just-in-time access, see access_api.py) and `/v1/login-config` (the SSO issuer
-and client id, for `client login`; no authentication).
+`/v1/access-requests` (just-in-time access, see access_api.py), `/v1/login-config` (the SSO issuer
+and client id, for `client login`; no authentication) and, with `console.enabled`, the web console under
+`/console/` (connector.console).
 Anything else is a 404 Status.
 """
 
@@ -21,7 +22,12 @@ from aiohttp import web
 
 from connector.access.file_store import FileStore
 from connector.audit.recording import SessionMeta
+from connector.audit.sessions_cli import Sources
 from connector.audit.sinks import AuditLog
+from connector.authn.oidc import OidcVerifier
+from connector.console import routes as console_routes
+from connector.console.browser_sessions import BrowserSessionStore
+from connector.console.config import ConsoleConfig
 from connector.identity import Identity
 from connector.kube.status import status_json
 from connector.policy.access_model import AccessRequestDefinition
@@ -50,6 +56,7 @@ class AuthenticatorLike(Protocol):
     client_ca_file: str | None
 
     async def authenticate(self, request: web.BaseRequest) -> Identity: ...
+    def oidc_verifier(self, issuer: str) -> OidcVerifier | None: ...
     async def close(self) -> None: ...
 
 
@@ -78,6 +85,11 @@ class ProxyContext:
     streams: StreamSlots = field(default_factory=StreamSlots)
     # Open streams that an access request allowed, ended when it expires or is revoked; never swapped.
     granted_streams: GrantedStreams = field(default_factory=GrantedStreams)
+    console: ConsoleConfig = field(default_factory=ConsoleConfig)
+    # Where the console finds recorded sessions (the config's audit.file and recordings.dir).
+    session_sources: Sources | None = None
+    # Signed-in console browsers: process-wide, never swapped on reload.
+    browser_sessions: BrowserSessionStore = field(default_factory=BrowserSessionStore)
 
 
 def _text(status: int, text: str) -> web.Response:
@@ -193,6 +205,8 @@ def create_app(ctx: ProxyContext) -> web.Application:
     app.router.add_get("/v1/whoami", whoami)
     app.router.add_get("/v1/login-config", login_config_handler)
     access_api.add_routes(app)
+    if ctx.console.enabled:
+        console_routes.add_routes(app)
     app.router.add_route("*", "/sockets/{tail:.*}", handle_socket_request)
     app.router.add_route("*", "/{tail:.*}", not_found)
     return app

@@ -30,6 +30,7 @@ from connector.access.file_store import FileStore
 from connector.audit.config import AuditConfig
 from connector.audit.recording import drain_recordings, open_session_tap
 from connector.audit.recording_config import RecordingConfig
+from connector.audit.sessions_cli import Sources
 from connector.audit.sinks import AuditLog, AuditSinkError
 from connector.authn.authenticator import Authenticator, login_config
 from connector.aws.discovery import DiscoveryService, EksCluster
@@ -64,6 +65,16 @@ def public_host(cfg: ConnectorConfig) -> str:
         return configured.host
     listen = cfg.server.listen_address
     return "127.0.0.1" if listen.is_wildcard else listen.host
+
+
+def session_sources(cfg: ConnectorConfig) -> Sources:
+    """Where the console reads recorded sessions: the audit log file and the recordings directory."""
+    directory = cfg.recordings.dir
+    return Sources(
+        audit_log=Path(cfg.audit.file) if cfg.audit.file else None,
+        directory=Path(directory) if directory is not None else None,
+        s3=cfg.recordings.s3,
+    )
 
 
 def public_url(cfg: ConnectorConfig, port: int) -> str:
@@ -138,6 +149,8 @@ class Connector:
             access_requests=tuple(cfg.access_requests),
             access_store=_access_store(cfg, None),
             streams=self._stream_slots(),
+            console=cfg.console,
+            session_sources=session_sources(cfg),
         )
         try:
             await registry.apply_static(cfg.sockets)
@@ -279,6 +292,8 @@ class Connector:
         ctx.tap_factory = tap_factory(cfg.recordings)
         ctx.access_requests = tuple(cfg.access_requests)
         ctx.access_store = _access_store(cfg, ctx.access_store)
+        ctx.console = cfg.console
+        ctx.session_sources = session_sources(cfg)
         ctx.granted_streams.changed()  # grants follow the new definitions and policies
         if audit is not None:
             audit.start()
@@ -435,6 +450,8 @@ def _warn_restart_needed(old: ConnectorConfig, new: ConnectorConfig) -> None:
     for key in ("listen", "public_url", "tls", "state_dir"):
         if getattr(old.server, key) != getattr(new.server, key):
             log.warning("server.%s changed: restart the connector to apply it (the rest of the config is applied)", key)
+    if new.console.enabled and not old.console.enabled:
+        log.warning("console.enabled turned on: restart the connector to serve /console/ (routes are added at start)")
     if old.server.limits != new.server.limits:
         log.warning(
             "server.limits changed: applied to new requests and connections, but the HTTP parser keeps the "

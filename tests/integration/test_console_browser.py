@@ -1,0 +1,75 @@
+"""The console in a real browser: headless Chromium (Debian's package, never a downloaded one) driven
+by Playwright against a real connector and the sandbox IdP on 127.0.0.1. Screenshots of each page are
+saved in the test's tmp dir (`console-*.png`)."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from connector.console.render import PLAYER_SCRIPT
+from tests.integration.test_console import console_connector
+from tests.support.console import SESSION_ID, SESSION_OUTPUT, write_recording
+
+# Debian's package puts it on PATH; Playwright is pointed at it, so `playwright install` is never needed.
+CHROMIUM = shutil.which("chromium")
+
+playwright_api = pytest.importorskip(
+    "playwright.async_api", reason="playwright is not installed (requirements-dev.txt)"
+)
+pytestmark = [
+    pytest.mark.skipif(
+        CHROMIUM is None,
+        reason="Debian's chromium is not installed: `make chromium` installs it",
+    ),
+    pytest.mark.skipif(
+        not PLAYER_SCRIPT.is_file(), reason="the session player is not built: `make console-player` builds it"
+    ),
+]
+
+
+async def test_alice_signs_in_lists_sessions_and_replays_one_and_carol_is_refused(tmp_path):
+    shots = tmp_path / "screenshots"  # kept by pytest for the last runs
+    shots.mkdir()
+    async with console_connector(tmp_path) as h, playwright_api.async_playwright() as pw:
+        write_recording(tmp_path / "recordings")
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox"])
+        try:
+            # The connector's CA is made per test run; the browser is told to accept it.
+            alice = await browser.new_context(ignore_https_errors=True, viewport={"width": 1200, "height": 800})
+            page = await alice.new_page()
+            refused: list[str] = []
+            page.on("console", lambda msg: refused.append(msg.text) if "Content Security Policy" in msg.text else None)
+
+            await page.goto(h.url + "/console/login")
+            await page.get_by_role("button", name="alice").click()
+            await page.wait_for_url(h.url + "/console/")
+            await page.get_by_text("Signed in as").wait_for()
+            assert "alice@example.com" in await page.content()
+            await page.screenshot(path=shots / "console-home.png")
+
+            await page.get_by_role("link", name="Sessions").first.click()
+            await page.get_by_text("1 session(s)").wait_for()
+            await page.screenshot(path=shots / "console-sessions.png")
+
+            await page.locator(f'a[href="/console/sessions/{SESSION_ID}"]').click()
+            await page.locator("#player .ap-player").wait_for()
+            await page.locator("#player").click()  # play
+            await page.locator("#player").get_by_text(SESSION_OUTPUT).wait_for(timeout=15_000)
+            await page.screenshot(path=shots / "console-session.png")
+            assert refused == [], refused
+
+            carol = await browser.new_context(ignore_https_errors=True)
+            page = await carol.new_page()
+            await page.goto(h.url + "/console/login")
+            await page.get_by_role("button", name="carol").click()
+            await page.wait_for_url(h.url + "/console/")
+            await page.get_by_role("heading", name="Forbidden").wait_for()
+            assert "carol@example.com may not use the console" in await page.content()
+            await page.screenshot(path=shots / "console-forbidden.png")
+        finally:
+            await browser.close()
+    assert sorted(p.name for p in shots.iterdir()) == [
+        "console-forbidden.png", "console-home.png", "console-session.png", "console-sessions.png"
+    ]  # fmt: skip

@@ -1,0 +1,75 @@
+"""Sign in to a connector's web console through the sandbox IdP, as a browser would, with aiohttp."""
+
+from __future__ import annotations
+
+import json
+import re
+import ssl
+from html import unescape
+from http.cookies import SimpleCookie
+from pathlib import Path
+
+import aiohttp
+
+from sandbox.oidc import OidcIssuer
+
+SESSION_ID = "c0ffee00-1111-2222-3333-444455556666"
+SESSION_OUTPUT = "hello from the pod"
+_HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
+
+
+def register_console(issuer: OidcIssuer, connector_url: str) -> str:
+    """Register the console's redirect URI with the IdP (the connector's port is known only once it runs)."""
+    uri = connector_url + "/console/callback"
+    issuer.redirect_uris.append(uri)
+    return uri
+
+
+def browser(ssl_context: ssl.SSLContext) -> aiohttp.ClientSession:
+    # unsafe=True: aiohttp's jar ignores cookies of IP-address hosts otherwise.
+    return aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(ssl=ssl_context), cookie_jar=aiohttp.CookieJar(unsafe=True)
+    )
+
+
+async def sign_in(session: aiohttp.ClientSession, connector_url: str, user: str) -> tuple[int, str, SimpleCookie]:
+    """Run the whole sign-in as `user`; (status, page, cookies set) of the console's callback."""
+    async with session.get(connector_url + "/console/login", allow_redirects=False) as resp:
+        assert resp.status == 302, await resp.text()
+        authorize = resp.headers["Location"]
+    async with session.get(authorize) as resp:
+        assert resp.status == 200, await resp.text()
+        form = {name: unescape(value) for name, value in _HIDDEN.findall(await resp.text())}
+    async with session.post(authorize.split("?")[0], data={**form, "user": user}, allow_redirects=False) as resp:
+        assert resp.status == 302, await resp.text()
+        callback = resp.headers["Location"]
+    async with session.get(callback, allow_redirects=False) as resp:
+        cookies: SimpleCookie = SimpleCookie()
+        for header in resp.headers.getall("Set-Cookie", []):
+            cookies.load(header)
+        return resp.status, await resp.text(), cookies
+
+
+def write_recording(directory: Path) -> bytes:
+    """A finished exec session of bob's in the recordings directory, as the recorder writes it; its bytes."""
+    directory.mkdir(parents=True, exist_ok=True)
+    header = {
+        "version": 2,
+        "width": 80,
+        "height": 24,
+        "timestamp": 1_780_000_000,
+        "connector": {
+            "session_id": SESSION_ID,
+            "user": "bob@example.com",
+            "socket": "prod",
+            "namespace": "default",
+            "pod": "web-0",
+            "container": "app",
+            "subresource": "exec",
+            "command": ["sh", "-c", "echo hello"],
+        },
+    }
+    body = (json.dumps(header) + "\n" + json.dumps([0.1, "o", SESSION_OUTPUT + "\r\n"]) + "\n"
+            + json.dumps([0.2, "m", "exit status 0"]) + "\n").encode()  # fmt: skip
+    (directory / f"{SESSION_ID}.cast").write_bytes(body)
+    return body
