@@ -1,17 +1,20 @@
 """Browser sessions of the console: a random id in the cookie, everything else on the server.
 
-The store is in memory, per connector process: a session signed in on one replica is unknown to the
-others, so a console behind several replicas needs sticky sessions until a shared store exists. A
-restart signs everyone out, which is the safe direction. Sign-ins in progress (the PKCE verifier, the
-nonce and the `state` of an authorization request) are kept here too, for a few minutes.
+The store is in memory, one per connector: with `serve --workers N` it lives in the supervisor and the
+workers reach it over their link (`BrowserSessions`), since the kernel spreads a browser's
+connections over every worker. A session signed in on one replica is unknown to the others, so a
+console behind several replicas needs sticky sessions until a shared store exists. A restart signs
+everyone out, which is the safe direction. Sign-ins in progress (the PKCE verifier, the nonce and the
+`state` of an authorization request) are kept here too, for a few minutes.
 """
 
 from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from connector.identity import Identity
 
@@ -79,7 +82,7 @@ class BrowserSessionStore:
         self._sessions[session_id] = BrowserSession(identity, secrets.token_urlsafe(32), now, now)
         return session_id
 
-    def get(self, session_id: str, *, idle_seconds: float, absolute_seconds: float) -> BrowserSession | None:
+    def get(self, session_id: str, idle_seconds: float, absolute_seconds: float) -> BrowserSession | None:
         """The live session with this id (its idle time restarts), or None once either timeout passed."""
         session = self._sessions.get(session_id)
         if session is None:
@@ -99,3 +102,38 @@ class BrowserSessionStore:
             del self._pending[state]
         while len(self._pending) >= MAX_PENDING_SIGNINS:
             del self._pending[next(iter(self._pending))]
+
+
+# The store's operations a worker may ask the supervisor for.
+OPERATIONS = frozenset({"begin_signin", "finish_signin", "create", "get", "drop"})
+Remote = Callable[[str, tuple[Any, ...]], Awaitable[Any]]
+
+
+class BrowserSessions:
+    """What the console asks of the connector's one session store: the store itself in one process, or
+    the supervisor's, through `remote(operation, args)`, in a worker."""
+
+    def __init__(self, store: BrowserSessionStore | None = None, remote: Remote | None = None):
+        self.store = store if store is not None or remote is not None else BrowserSessionStore()
+        self._remote = remote
+
+    async def _run(self, operation: str, *args: Any) -> Any:
+        if self._remote is not None:
+            return await self._remote(operation, args)
+        assert self.store is not None
+        return getattr(self.store, operation)(*args)
+
+    async def begin_signin(self) -> PendingSignIn:
+        return await self._run("begin_signin")
+
+    async def finish_signin(self, state: str, browser_key: str) -> PendingSignIn | None:
+        return await self._run("finish_signin", state, browser_key)
+
+    async def create(self, identity: Identity) -> str:
+        return await self._run("create", identity)
+
+    async def get(self, session_id: str, *, idle_seconds: float, absolute_seconds: float) -> BrowserSession | None:
+        return await self._run("get", session_id, idle_seconds, absolute_seconds)
+
+    async def drop(self, session_id: str) -> None:
+        await self._run("drop", session_id)

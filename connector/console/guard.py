@@ -61,12 +61,12 @@ class Viewer:
 Page = Callable[[web.Request, Viewer], Awaitable[web.StreamResponse]]
 
 
-def current_session(request: web.Request) -> BrowserSession | None:
+async def current_session(request: web.Request) -> BrowserSession | None:
     ctx = console_context(request)
     session_id = request.cookies.get(COOKIE)
     if not session_id:
         return None
-    return ctx.browser_sessions.get(
+    return await ctx.browser_sessions.get(
         session_id,
         idle_seconds=ctx.console.idle_timeout_minutes * 60,
         absolute_seconds=ctx.console.absolute_timeout_hours * 3600,
@@ -88,7 +88,7 @@ def console_page(right: Right) -> Callable[[Page], Callable[[web.Request], Await
             ctx = console_context(request)
             if not ctx.console.enabled:
                 return message_page(404, "Not found", "the console is not enabled on this connector")
-            session = current_session(request)
+            session = await current_session(request)
             if session is None:
                 if request.method == "GET":
                     return message_page(401, "Sign in", "sign in to use the console", signin_link=True)

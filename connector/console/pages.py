@@ -39,7 +39,7 @@ async def home(request: web.Request, viewer: Viewer) -> web.StreamResponse:
 
 @console_page("signed_in")
 async def logout(request: web.Request, viewer: Viewer) -> web.StreamResponse:
-    console_context(request).browser_sessions.drop(request.cookies.get(COOKIE, ""))
+    await console_context(request).browser_sessions.drop(request.cookies.get(COOKIE, ""))
     response = message_page(200, "Signed out", "you are signed out of the console", signin_link=True)
     response.del_cookie(COOKIE, path=CONSOLE_PATH)
     return response

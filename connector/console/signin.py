@@ -74,7 +74,7 @@ async def login(request: web.Request) -> web.StreamResponse:
         endpoints = await _endpoints(verifier)
     except SignInError as exc:
         return message_page(502, "Sign-in is not available", str(exc))
-    pending = ctx.browser_sessions.begin_signin()
+    pending = await ctx.browser_sessions.begin_signin()
     url = prepare_grant_uri(
         endpoints["authorization_endpoint"],
         verifier.config.client_id,
@@ -149,7 +149,7 @@ async def callback(request: web.Request) -> web.StreamResponse:
         return message_page(
             400, "Sign-in failed", f"the identity provider said: {query.get('error_description') or query['error']}"
         )
-    pending = ctx.browser_sessions.finish_signin(query.get("state", ""), request.cookies.get(SIGNIN_COOKIE, ""))
+    pending = await ctx.browser_sessions.finish_signin(query.get("state", ""), request.cookies.get(SIGNIN_COOKIE, ""))
     if pending is None:
         return message_page(
             400, "Sign-in failed", "this sign-in link is unknown, used, expired or from another browser: sign in again"
@@ -171,7 +171,7 @@ async def callback(request: web.Request) -> web.StreamResponse:
         return message_page(400, "Sign-in failed", f"the id_token was refused: {exc.public_message}")
     except jwt.PyJWTError:
         return message_page(400, "Sign-in failed", "the identity provider sent an id_token that is not a JWT")
-    session_id = ctx.browser_sessions.create(identity)
+    session_id = await ctx.browser_sessions.create(identity)
     log.info("console: %s signed in", identity.user)
     response = page("signed_in.html", user=None, signed_in_as=identity.user)
     set_cookie(response, COOKIE, session_id, path=CONSOLE_PATH)

@@ -26,7 +26,7 @@ from connector.audit.sessions_cli import Sources
 from connector.audit.sinks import AuditLog
 from connector.authn.oidc import OidcVerifier
 from connector.console import routes as console_routes
-from connector.console.browser_sessions import BrowserSessionStore
+from connector.console.browser_sessions import BrowserSessions
 from connector.console.config import ConsoleConfig
 from connector.identity import Identity
 from connector.kube.status import status_json
@@ -89,7 +89,7 @@ class ProxyContext:
     # Where the console finds recorded sessions (the config's audit.file and recordings.dir).
     session_sources: Sources | None = None
     # Signed-in console browsers: process-wide, never swapped on reload.
-    browser_sessions: BrowserSessionStore = field(default_factory=BrowserSessionStore)
+    browser_sessions: BrowserSessions = field(default_factory=BrowserSessions)
 
 
 def _text(status: int, text: str) -> web.Response:

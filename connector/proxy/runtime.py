@@ -36,6 +36,7 @@ from connector.authn.authenticator import Authenticator, login_config
 from connector.aws.discovery import DiscoveryService, EksCluster
 from connector.aws.token import EksTokenCache
 from connector.config import ConfigError, ConnectorConfig, load_config
+from connector.console.browser_sessions import BrowserSessions
 from connector.policy.engine import PolicyEngine
 from connector.proxy.app import ProxyContext, TapFactory, create_app, runner_options
 from connector.proxy.config import LimitsConfig
@@ -149,6 +150,7 @@ class Connector:
             access_requests=tuple(cfg.access_requests),
             access_store=_access_store(cfg, None),
             streams=self._stream_slots(),
+            browser_sessions=self._browser_sessions(),
             console=cfg.console,
             session_sources=session_sources(cfg),
         )
@@ -172,6 +174,9 @@ class Connector:
 
     def _stream_slots(self) -> StreamSlots:
         return StreamSlots()
+
+    def _browser_sessions(self) -> BrowserSessions:
+        return BrowserSessions()
 
     def _connection_slots(self, limits: Callable[[], LimitsConfig]) -> ConnectionSlots:
         return ConnectionSlots(limits)

@@ -15,12 +15,14 @@ import logging
 import os
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from connector import metrics
 from connector.audit.config import AuditConfig
 from connector.audit.sinks import AuditLog, report_lost_event
 from connector.aws.discovery import EksCluster
 from connector.config import ConnectorConfig
+from connector.console.browser_sessions import BrowserSessions
 from connector.proxy.config import LimitsConfig
 from connector.proxy.connection_bounds import ConnectionSlots
 from connector.proxy.runtime import Connector
@@ -158,6 +160,15 @@ class WorkerConnector(Connector):
     def _stream_slots(self) -> StreamSlots:
         assert self._link is not None
         return RemoteStreamSlots(self._link)
+
+    def _browser_sessions(self) -> BrowserSessions:
+        link = self._link
+        assert link is not None
+
+        async def remote(operation: str, args: tuple[Any, ...]) -> Any:
+            return await link.call("browser_sessions", operation, args)
+
+        return BrowserSessions(remote=remote)
 
     def _connection_slots(self, limits: Callable[[], LimitsConfig]) -> ConnectionSlots:
         assert self._link is not None

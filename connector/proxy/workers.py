@@ -34,9 +34,11 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from connector.aws.discovery import EksCluster
 from connector.config import ConnectorConfig
+from connector.console.browser_sessions import OPERATIONS
 from connector.proxy.connection_bounds import ConnectionSlots
 from connector.proxy.runtime import Connector, public_host, public_url
 from connector.proxy.server_tls import build_server_tls
@@ -208,6 +210,7 @@ class Supervisor(Connector):
                 "acquire_stream": acquire_stream,
                 "acquire_connection": acquire_connection,
                 "release": release,
+                "browser_sessions": self._browser_session_operation,
             },
         )
         try:
@@ -220,6 +223,15 @@ class Supervisor(Connector):
             held.clear()
             if holder and holder[0].link is link:
                 holder[0].link = None
+
+    def _browser_session_operation(self, operation: str, args: tuple[Any, ...]) -> Any:
+        """A worker's console session operation, on the connector's one store (the supervisor's)."""
+        if operation not in OPERATIONS:
+            raise ValueError(f"no browser session operation {operation!r}")
+        assert self.ctx is not None
+        store = self.ctx.browser_sessions.store
+        assert store is not None
+        return getattr(store, operation)(*args)
 
     def _release(self, pool: str, key: str) -> None:
         if pool == STREAMS:

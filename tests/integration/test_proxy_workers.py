@@ -30,6 +30,8 @@ from connector.proxy.workers import Supervisor
 from tests.integration.test_connection_bounds import tls_connection
 from tests.integration.test_proxy_runtime import cluster, free_port
 from tests.support.aws import create_mock_cluster, mocked_aws
+from tests.support.console import register_console, sign_in
+from tests.support.oidc import running_issuer
 from tests.support.proxy_harness import DEFAULT_POLICIES, ProxyHarness
 
 PODS = "/sockets/prod/api/v1/namespaces/default/pods"
@@ -301,3 +303,33 @@ def test_serve_refuses_a_bad_worker_count_in_one_line(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "--workers: must be between 1 and 256, not 0" in result.stderr and "Traceback" not in result.stderr
+
+
+async def test_a_console_session_signed_in_on_one_worker_holds_on_every_worker(tmp_path: Path) -> None:
+    """The kernel spreads a browser's connections over the workers: the console's session store is the
+    supervisor's, so a sign-in made through one worker is known to all, and so is signing out."""
+    async with running_issuer() as issuer:
+        config = {
+            "authentication": {"oidc": [{"issuer": issuer.url, "client_id": "eks-access-connector"}]},
+            "console": {"enabled": True},
+            "recordings": {"dir": str(tmp_path / "recordings")},
+        }
+        reviewers = {"name": "reviewers", "subjects": {"users": ["alice@example.com"]}, "console": {"sessions": "read"}}
+        async with WorkersHarness(tmp_path, policies=[*DEFAULT_POLICIES, reviewers], config=config) as h:
+            register_console(issuer, h.url)
+            jar = aiohttp.CookieJar(unsafe=True)
+            fresh = aiohttp.TCPConnector(ssl=h.ssl_context(), force_close=True)
+            async with aiohttp.ClientSession(connector=fresh, cookie_jar=jar) as session:
+                status, page, _ = await sign_in(session, h.url, "alice")
+                assert status == 200, page
+                for _ in range(FRESH):  # each on a new connection: every worker gets some
+                    async with session.get(h.url + "/console/sessions") as resp:
+                        assert resp.status == 200, await resp.text()
+                async with session.get(h.url + "/console/") as resp:
+                    csrf = re.search(r'name="csrf_token" value="([^"]+)"', await resp.text())
+                assert csrf is not None
+                async with session.post(h.url + "/console/logout", data={"csrf_token": csrf.group(1)}) as resp:
+                    assert resp.status == 200, await resp.text()
+                for _ in range(FRESH):
+                    async with session.get(h.url + "/console/sessions") as resp:
+                        assert resp.status == 401
