@@ -63,6 +63,10 @@ def test_the_tours_request_approve_exec_revoke(
     assert step == ["--connector", sandbox["connector"]["url"], "prod-break-glass", "--reason", "...", "--for", "1h"]
     assert request[request.index("--connector") + 1] == sandbox["connector"]["url"] and "prod-break-glass" in request
 
+    # The step-up rule of the same request: deleting a pod in dev needs it too.
+    done = k.run("delete", "pod", "api-0", "-n", "dev", context=f"bob@{PROD_SOCKET}")
+    assert done.returncode == 1 and f'needs approval: run "{found.group(1)}"' in done.stderr, done.stderr
+
     process, request_id = waiting(request)
     try:
         listed = run(pending)
