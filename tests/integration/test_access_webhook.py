@@ -214,3 +214,17 @@ async def test_an_unreadable_secret_is_a_config_error_naming_the_key(tmp_path: P
             pass
     (line,) = caught.value.errors
     assert "access_requests_webhook.secret: cannot read file:" in line and "file not found" in line
+
+
+async def test_a_reload_moves_events_to_the_new_webhook(tmp_path: Path) -> None:
+    async with receiving(Receiver()) as old, receiving(Receiver()) as new, connector_with_webhook(tmp_path, old) as h:
+        first = await file_and_approve(h, "1h")
+        await old.wait_for(lambda: len(old.posts) == 2)
+        config = h.config()
+        config["access_requests_webhook"]["url"] = new.url
+        h.write_config(config)
+        assert await h.connector.reload("test")
+        second = await file_and_approve(h, "1h")
+        await new.wait_for(lambda: len(new.posts) == 2)
+    assert [d for d, _ in old.posts] == [f"{first}:requested", f"{first}:approved"]
+    assert [d for d, _ in new.posts] == [f"{second}:requested", f"{second}:approved"]
