@@ -31,9 +31,7 @@ POLL_SECONDS = 5.0
 
 def newly_expired(requests: Sequence[AccessRequest], seen: set[str], now: dt.datetime) -> list[AccessRequest]:
     """The approved requests expired by `now` and not in `seen` (which they are added to)."""
-    found = [
-        r for r in requests if r.state_at(now) == access.EXPIRED and r.id not in seen
-    ]
+    found = [r for r in requests if r.state_at(now) == access.EXPIRED and r.id not in seen]
     seen.update(r.id for r in found)
     return found
 
