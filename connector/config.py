@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pydantic import Field, model_validator
 
+from connector.access.webhook_config import AccessRequestsWebhookConfig
 from connector.audit.config import AuditConfig
 from connector.audit.recording_config import RecordingConfig
 from connector.authn.config import AuthenticationConfig
@@ -39,6 +40,7 @@ class ConnectorConfig(StrictModel):
     access_requests: AccessRequestList = Field(default_factory=list)
     access_store: AccessStoreConfig | None = None
     console: ConsoleConfig = Field(default_factory=ConsoleConfig)
+    access_requests_webhook: AccessRequestsWebhookConfig | None = None
 
     @model_validator(mode="after")
     def _grants_resolve(self) -> ConnectorConfig:

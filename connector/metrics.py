@@ -88,3 +88,13 @@ WORKER = Gauge(
     "Set to 1 in a serving process of `serve --workers N`, labelled with its worker index and pid.",
     ["index", "pid"],
 )
+ACCESS_WEBHOOK_EVENTS = Counter(
+    "connector_access_webhook_events_total",
+    "Access request transition events for the webhook, by outcome (queued, delivered, failed after "
+    "every retry, dropped because the queue was full).",
+    ["outcome"],
+)
+ACCESS_WEBHOOK_FAILED_ATTEMPTS = Counter(
+    "connector_access_webhook_failed_attempts_total",
+    "Webhook POSTs that got no 2xx answer in time (each retry counts).",
+)

@@ -59,6 +59,7 @@ from sandbox.controlplane.loopback import free_port
 from sandbox.logins import log_in_demo_user
 from sandbox.oidc import OidcIssuer
 from sandbox.world import (
+    ACCESS_REQUESTS,
     CLUSTERS,
     CONNECTOR_ROLE,
     CONNECTOR_USERNAME,
@@ -434,6 +435,8 @@ class Sandbox:
             "audit": {"file": str(self.state_dir / "audit.log")},
             "recordings": {"dir": str(self.state_dir / "recordings")},
             "policies": POLICIES,
+            "access_requests": ACCESS_REQUESTS,
+            "access_store": {"file": str(self.state_dir / "access-requests.json")},
         }
         path = self.state_dir / "connector.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))
@@ -529,12 +532,22 @@ def tour(info: dict[str, Any]) -> str:
     prod = info["sockets"][0]
     python = f"{_shell_path(sys.executable)} -m connector"
     config = info["connector"]["config"]
+
+    def access(action: str, user: str) -> str:
+        """`access ACTION` as `user`, with the sandbox's login cache and the connector's CA."""
+        connector = info["connector"]
+        return (
+            f"{python} access {action} --connector {connector['url']} --ca-file {_shell_path(connector['ca_file'])} "
+            f"--profile {user} --cache-dir {_shell_path(info['token_cache'])}"
+        )
+
     return "\n".join(
         [
             f"The sandbox is up in {info['started_in_seconds']} s. Connector: {info['connector']['url']}",
             f"  sockets: {', '.join(info['sockets'])} (the scratch cluster is not exposed: tag expose=false)",
             "  clusters: " + ", ".join(f"{name} ({c['kind']} {c['version']})" for name, c in info["clusters"].items()),
-            "  users: alice (platform-admins: everything), bob (developers: read default+dev, exec in dev), "
+            "  users: alice (platform-admins: everything), bob (developers: read default+dev, exec in dev, "
+            "exec in default on prod once approved), "
             "carol (no policy)",
             "",
             "Try:",
@@ -546,6 +559,17 @@ def tour(info: dict[str, Any]) -> str:
             "Then replay the exec session the connector recorded:",
             f"  {python} sessions list --config {config}",
             f"  {python} sessions play SESSION_ID --config {config}",
+            "",
+            "Just-in-time access: bob may exec in default on prod only under a request alice approved.",
+            f"  kubectl --context bob@{prod} exec web-7d4b9c-x2k4q -- sh -c 'echo hello from $HOSTNAME'"
+            "      # Forbidden: the message is the command to run",
+            f"  {access('request', 'bob')} prod-break-glass --reason 'INC-1: web is slow' --for 10m --wait"
+            "      # waits for alice: go on in another terminal",
+            f"  {access('list', 'alice')} --pending",
+            f"  {access('approve', 'alice')} REQUEST_ID --reason ok",
+            f"  kubectl --context bob@{prod} exec web-7d4b9c-x2k4q -- sh -c 'echo hello from $HOSTNAME'"
+            "      # works now, without logging in again",
+            f"  {access('revoke', 'alice')} REQUEST_ID      # or let it expire: an open exec ends then too",
             "",
             f"Audit log: {info['audit_log']}   Recordings: {info['recordings']}",
             f"Everything else (ports, paths, users): {Path(info['dir']) / 'sandbox.json'}",

@@ -42,6 +42,8 @@ CLUSTERS = (
     DemoCluster("scratch", "us-west-2", {"env": "scratch", "expose": "false"}, "v1.29.9", "1.33"),
 )
 
+PROD_SOCKET = CLUSTERS[0].socket
+
 USERS = {
     "alice": DemoUser("alice", "alice@example.com", ("platform-admins",)),
     "bob": DemoUser("bob", "bob@example.com", ("developers",)),
@@ -72,9 +74,38 @@ POLICIES: list[dict[str, Any]] = [
                     "verbs": ["create"],
                     "resources": ["pods/exec", "pods/attach", "pods/portforward"],
                 },
+                {  # the step-up: deleting a pod in dev is fine, with an approval
+                    "namespaces": ["dev"],
+                    "verbs": ["delete"],
+                    "resources": ["pods"],
+                    "requires_approval": True,
+                },
             ]
         },
     },
+    {
+        "name": "prod-exec",
+        "subjects": {"groups": ["developers"]},
+        "sockets": [PROD_SOCKET],
+        "grant_only": True,  # applies only while an approved prod-break-glass request grants it
+        "kubernetes": {
+            "rules": [
+                {"namespaces": ["default"], "verbs": ["create"], "resources": ["pods/exec", "pods/attach"]},
+            ]
+        },
+    },
+]
+
+# Just-in-time access: bob asks, alice approves, bob may exec in prod's default namespace until it expires.
+ACCESS_REQUESTS: list[dict[str, Any]] = [
+    {
+        "name": "prod-break-glass",
+        "requesters": {"groups": ["developers"]},
+        "approvers": {"groups": ["platform-admins"]},
+        "grants": ["prod-exec", "developers"],
+        "max_duration": "1h",
+        "require_reason": True,
+    }
 ]
 
 

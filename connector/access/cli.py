@@ -9,7 +9,9 @@
 
 Each talks to the connector's `/v1/access-requests` with the login of `client login` (same
 --connector, --profile and token cache). Refusals are the connector's one-line message; a bad ask
-(HTTP 400) exits 2, any other refusal 1.
+(HTTP 400) exits 2, any other refusal 1. `request --wait` polls until the request is decided and
+exits 0 only if it was approved: 1 when denied, revoked or expired first, 130 when interrupted
+(the request stays pending), so a script can chain `access request --wait && kubectl exec ...`.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
@@ -29,6 +32,7 @@ from connector.durations import parse_duration
 
 PREFIX = "/v1/access-requests"
 WAIT_POLL_SECONDS = 2.0
+EXIT_INTERRUPTED = 130  # the shell's code for Ctrl-C
 
 
 def _duration(value: str) -> str:
@@ -52,7 +56,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     request.add_argument("name", help="the access request's name in the connector's config")
     request.add_argument("--reason", default="", help="why (the approvers see it, the audit log keeps it)")
     request.add_argument("--for", dest="duration", required=True, type=_duration, help="how long, e.g. 1h or 30m")
-    request.add_argument("--wait", action="store_true", help="wait until it is approved (exit 0) or not (exit 1)")
+    request.add_argument("--wait", action="store_true", help="wait until decided: exit 0 if approved, 1 if not")
 
     listing = command("list", "the requests you filed and those you may approve")
     which = listing.add_mutually_exclusive_group()
@@ -81,6 +85,26 @@ def _table(requests: list[dict[str, Any]]) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1] for row in rows)
 
 
+def outcome(request: dict[str, Any]) -> str:
+    """One line saying how a waited-for request was decided, for the terminal that waited."""
+    state = request["state"]
+    if state == "approved":
+        by = ", ".join(a["user"] for a in request.get("approvals") or [])
+        return f"Access request {request['id']} approved by {by}; it grants access until {request['expires_at']}."
+    decided = request.get("decided") or {}
+    by = f" by {decided['user']}" if decided.get("user") else ""
+    why = f": {decided['reason']}" if decided.get("reason") else ""
+    return f"Access request {request['id']} {state}{by}{why}."
+
+
+def _wait(call: Callable[..., Any], filed: dict[str, Any]) -> dict[str, Any]:
+    """Poll the request until it is no longer pending; its last state."""
+    while filed["state"] == "pending":
+        time.sleep(WAIT_POLL_SECONDS)
+        filed = call("GET", f"{PREFIX}/{quote(filed['id'], safe='')}")
+    return filed
+
+
 def _print(args: argparse.Namespace, payload: dict[str, Any]) -> None:
     if args.output == "json":
         print(json.dumps(payload, indent=2))
@@ -100,11 +124,17 @@ def run(args: argparse.Namespace) -> int:
             filed = call("POST", PREFIX, {"name": args.name, "reason": args.reason, "duration": args.duration})
             waiting = "; waiting for the approvals" if args.wait else ": it grants nothing until approved"
             print(f"Filed access request {filed['id']}{waiting}.", file=sys.stderr)
-            while args.wait and filed["state"] == "pending":
-                time.sleep(WAIT_POLL_SECONDS)
-                filed = call("GET", f"{PREFIX}/{quote(filed['id'], safe='')}")
+            if not args.wait:
+                _print(args, filed)
+                return 0
+            try:
+                filed = _wait(call, filed)
+            except KeyboardInterrupt:
+                print(f"Stopped waiting; access request {filed['id']} is still pending.", file=sys.stderr)
+                return EXIT_INTERRUPTED
+            print(outcome(filed), file=sys.stderr)
             _print(args, filed)
-            return EXIT_FAIL if args.wait and filed["state"] != "approved" else 0
+            return 0 if filed["state"] == "approved" else EXIT_FAIL
         if args.action == "list":
             query = "?mine=1" if args.mine else "?pending=1" if args.pending else ""
             _print(args, call("GET", PREFIX + query))

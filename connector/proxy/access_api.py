@@ -24,6 +24,7 @@ from typing import Any
 from aiohttp import web
 
 from connector.access.file_store import FileStore
+from connector.access.webhook import transition_event
 from connector.identity import Identity
 from connector.policy import access
 from connector.policy.access import AccessRequest, AccessRequestError
@@ -86,6 +87,12 @@ def _change_record(action: str, request: AccessRequest, now: dt.datetime, reason
     }
 
 
+def _notify(call: Call, event: str, request: AccessRequest, now: dt.datetime, actor: Identity, reason: str) -> None:
+    """Queue the transition for the webhook, if one is configured; never waits for it."""
+    if call.ctx.access_webhook is not None:
+        call.ctx.access_webhook.notify(transition_event(event, request, now, actor.user, reason))
+
+
 async def _answer(call: Call, status: int, payload: Any) -> web.Response:
     call.decision = "allow"
     response = web.json_response(payload, status=status, headers={"X-Connector-Request-Id": call.request_id})
@@ -121,6 +128,7 @@ async def create_request(request: web.Request) -> web.StreamResponse:
             call.ctx.access_requests, identity, body["name"], body.get("reason", ""), body["duration"], now
         )
         filed = await asyncio.to_thread(store.create, filed)
+        _notify(call, "requested", filed, now, identity, filed.reason)
         call.access_request, call.access_change = filed.id, _change_record("create", filed, now, filed.reason)
         call.reason = f'access request {filed.id} for "{filed.name}" filed'
         return await _answer(call, 201, filed.view(now))
@@ -167,12 +175,17 @@ def _transition(action: str, apply: Transition) -> Callable[[web.Request], Any]:
             store, definitions = _store(call), call.ctx.access_requests
             reason = (await _body(call, ("reason",))).get("reason", "").strip()
 
+            before: list[str] = []
+
             def change(current: AccessRequest) -> AccessRequest:
                 if not _visible(current, call, identity):
                     raise AccessRequestError(404, f"no access request {request_id}")
+                before[:] = [current.state_at(now)]  # the store may call this again on a conflict
                 return apply(current, definitions, identity, now, reason)
 
             changed = await asyncio.to_thread(store.update, request_id, change)
+            if changed.state_at(now) not in before:  # one approval of several required changes no state
+                _notify(call, changed.state_at(now), changed, now, identity, reason)
             call.ctx.granted_streams.changed()  # a revoke ends the streams it allowed now
             call.access_change = _change_record(action, changed, now, reason)
             call.reason = f"access request {request_id}: {action} by {identity.user}, now {changed.state_at(now)}"

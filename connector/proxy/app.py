@@ -21,6 +21,7 @@ import prometheus_client
 from aiohttp import web
 
 from connector.access.file_store import FileStore
+from connector.access.webhook import WebhookNotifier
 from connector.audit.recording import SessionMeta
 from connector.audit.sessions_cli import Sources
 from connector.audit.sinks import AuditLog
@@ -80,6 +81,8 @@ class ProxyContext:
     access_requests: tuple[AccessRequestDefinition, ...] = ()
     # Where access requests are kept (the config's access_store); None: requests cannot be filed.
     access_store: FileStore | None = None
+    # Told of every access request transition (the config's access_requests_webhook); None: no webhook.
+    access_webhook: WebhookNotifier | None = None
     shutting_down: bool = False
     # Open streams per user: connector-wide, so it is never swapped on reload.
     streams: StreamSlots = field(default_factory=StreamSlots)

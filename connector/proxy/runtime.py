@@ -26,7 +26,9 @@ from aiohttp import web
 from yarl import URL
 
 from connector import metrics
+from connector.access.expiry_notices import announce_expiries
 from connector.access.file_store import FileStore
+from connector.access.webhook import WebhookNotifier
 from connector.audit.config import AuditConfig
 from connector.audit.recording import drain_recordings, open_session_tap
 from connector.audit.recording_config import RecordingConfig
@@ -44,6 +46,7 @@ from connector.proxy.connection_bounds import BoundedSite, ConnectionBounds, Con
 from connector.proxy.registry import SocketRegistry
 from connector.proxy.server_tls import ServerTls, build_server_tls
 from connector.proxy.stream_limits import StreamSlots
+from connector.secrets import SecretError
 from connector.upstream import SocketError, upstream_for_eks_cluster
 
 log = logging.getLogger(__name__)
@@ -129,6 +132,7 @@ class Connector:
         self._file_state = _file_state(self.config_path)
         cfg = load_config(self.config_path)
         policy = _policy_engine(cfg, str(self.config_path))
+        webhook = _access_webhook(cfg, str(self.config_path))
         authenticator = Authenticator.from_config(cfg.authentication)
         try:
             audit = self._open_audit(cfg)
@@ -153,7 +157,10 @@ class Connector:
             browser_sessions=self._browser_sessions(),
             console=cfg.console,
             session_sources=session_sources(cfg),
+            access_webhook=webhook,
         )
+        if webhook is not None:
+            webhook.start()
         try:
             await registry.apply_static(cfg.sockets)
             await self._start_discovery(cfg)
@@ -164,6 +171,7 @@ class Connector:
         self._background = [
             asyncio.create_task(self._retry_failed_sockets(), name="socket-retry"),
             asyncio.create_task(self.ctx.granted_streams.run(self.ctx), name="granted-streams"),
+            asyncio.create_task(announce_expiries(self.ctx), name="access-expiry-notices"),
         ]
         if self.watches_config:
             self._background.append(asyncio.create_task(self._watch_config(), name="config-watch"))
@@ -259,6 +267,8 @@ class Connector:
         try:
             cfg = load_config(self.config_path)
             policy = _policy_engine(cfg, str(self.config_path))
+            webhook_changed = cfg.access_requests_webhook != old.access_requests_webhook
+            webhook = _access_webhook(cfg, str(self.config_path)) if webhook_changed else ctx.access_webhook
             authenticator = (
                 Authenticator.from_config(cfg.authentication) if cfg.authentication != old.authentication else None
             )
@@ -300,6 +310,12 @@ class Connector:
         ctx.console = cfg.console
         ctx.session_sources = session_sources(cfg)
         ctx.granted_streams.changed()  # grants follow the new definitions and policies
+        if webhook is not ctx.access_webhook:
+            retired_webhook, ctx.access_webhook = ctx.access_webhook, webhook
+            if webhook is not None:
+                webhook.start()
+            if retired_webhook is not None:
+                self._later(retired_webhook.close(), 0)
         if audit is not None:
             audit.start()
             retired_audit, ctx.audit = ctx.audit, audit
@@ -372,6 +388,8 @@ class Connector:
             task.cancel()
         await asyncio.gather(*self._retired, return_exceptions=True)
         await self.ctx.authenticator.close()
+        if self.ctx.access_webhook is not None:
+            await self.ctx.access_webhook.close()
         # Sessions that just ended are still being fsynced/uploaded; their audit events follow.
         await drain_recordings()
         await self.ctx.audit.close()
@@ -439,6 +457,16 @@ def _access_store(cfg: ConnectorConfig, current: FileStore | None) -> FileStore 
     if current is not None and current.path == path:
         return current
     return FileStore(path)
+
+
+def _access_webhook(cfg: ConnectorConfig, source: str) -> WebhookNotifier | None:
+    """The notifier the config's access_requests_webhook asks for; ConfigError when its secret cannot be read."""
+    if cfg.access_requests_webhook is None:
+        return None
+    try:
+        return WebhookNotifier.from_config(cfg.access_requests_webhook)
+    except SecretError as exc:
+        raise ConfigError(source, [f"{source}: access_requests_webhook.secret: {exc}"]) from None
 
 
 def _reopen_audit(audit: AuditLog, cfg: AuditConfig) -> None:

@@ -1,5 +1,6 @@
 """The sandbox's policies seen through the real kubectl: bob (developers: read in default and dev, exec
-in dev) is refused with the policy's reason, carol (no policy) everywhere, the `scratch` cluster is not
+in dev; in prod's default only with an approved request: test_tour_access.py) is refused with the
+policy's reason, carol (no policy) everywhere, the `scratch` cluster is not
 exposed at all, and `auth can-i` / `auth whoami` are answered by the connector, not the cluster (whose
 RBAC lets the connector do anything). Every refusal is in the audit log."""
 
@@ -53,10 +54,11 @@ def test_bob_is_refused_exec_in_default_and_allowed_in_dev(
 ) -> None:
     k = kubectl(version)
     since = audit.mark()
-    done = k.run("exec", "-n", "default", WEB_POD, "--", "true", context=f"bob@{PROD}", env=env)
-    reason = f'socket {PROD}: policy developers: no rule allows create pods/exec "{WEB_POD}" in namespace default'
+    # In staging: in prod, exec in default is the sandbox's just-in-time access demo.
+    done = k.run("exec", "-n", "default", WEB_POD, "--", "true", context=f"bob@{STAGING}", env=env)
+    reason = f'socket {STAGING}: policy developers: no rule allows create pods/exec "{WEB_POD}" in namespace default'
     assert (done.returncode, done.stderr) == (1, f"Error from server (Forbidden): {reason}\n")
-    denied = audit.wait(since, user=BOB, socket=PROD, verb="create", subresource="exec", namespace="default")
+    denied = audit.wait(since, user=BOB, socket=STAGING, verb="create", subresource="exec", namespace="default")
     assert (denied["decision"], denied["code"], denied["reason"]) == ("deny", 403, reason)
 
     done = k.run("exec", "-n", "dev", "api-0", "--", "sh", "-c", "echo hello from $HOSTNAME", context=f"bob@{PROD}",
@@ -144,7 +146,8 @@ CAN_I = [
     (("get", "secrets", "-n", "default"), "no - policy developers: no rule allows get secrets in namespace default"),
     (
         ("create", "pods", "--subresource=exec", "-n", "default"),
-        "no - policy developers: no rule allows create pods/exec in namespace default",
+        "no - no policy allows create pods/exec in namespace default: developers: no matching rule; "
+        "prod-exec: applies only with an approved access request",
     ),
 ]
 

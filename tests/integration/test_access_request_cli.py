@@ -6,10 +6,12 @@ it: an open exec when the request is revoked, a watch when it expires."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import shlex
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -216,3 +218,55 @@ async def test_watch_ends_at_the_expiry_of_its_grant(world: Any) -> None:
     assert end["error"].startswith(f"ended by the connector (access request {request_id} expired at "), end
     code, out, _ = await access(world, "bob", "show", request_id, "--output", "json")
     assert code == 0 and json.loads(out)["state"] == "expired"
+
+
+@contextlib.asynccontextmanager
+async def waiting_request(world: Any, *extra: str) -> AsyncIterator[tuple[asyncio.subprocess.Process, str]]:
+    """Bob's `access request --wait` running in the background, and the id it filed (read from stderr)."""
+    w, caches, _ = world
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "connector", "access", "request", "--connector", w.harness.url,
+        "prod-exec", "--reason", "INC-9", "--for", "1h", "--wait", *extra,
+        "--cache-dir", str(caches["bob"]), "--ca-file", str(w.harness.ca_file),
+        cwd=REPO, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert process.stderr is not None
+        first = (await asyncio.wait_for(process.stderr.readline(), 60)).decode()
+        found = re.match(r"Filed access request (ar-[0-9a-f]{12}); waiting", first)
+        assert found, first
+        yield process, found.group(1)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def finished(process: asyncio.subprocess.Process) -> tuple[int, str, str]:
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+@pytest.mark.kubectl
+async def test_wait_blocks_until_approved_then_exits_0(world: Any) -> None:
+    async with waiting_request(world, "--output", "json") as (process, request_id):
+        code, _, err = await access(world, "alice", "approve", request_id, "--reason", "go")
+        assert code == 0, err
+        code, out, err = await finished(process)
+    assert code == 0, err
+    assert json.loads(out)["state"] == "approved" and json.loads(out)["id"] == request_id
+    assert f"Access request {request_id} approved by alice@example.com; it grants access until " in err
+    assert (await bob_exec(world))[0] == 0
+    assert (await access(world, "bob", "revoke", request_id))[0] == 0
+
+
+@pytest.mark.kubectl
+async def test_wait_exits_1_when_denied(world: Any) -> None:
+    async with waiting_request(world) as (process, request_id):
+        code, _, err = await access(world, "alice", "deny", request_id, "--reason", "use the runbook")
+        assert code == 0, err
+        code, out, err = await finished(process)
+    assert code == 1, err
+    assert f"Access request {request_id} denied by alice@example.com: use the runbook." in err
+    assert request_id in out and "denied" in out  # the table of the decided request
