@@ -50,7 +50,9 @@ class ConnectorDeployment(pulumi.ComponentResource):
         namespace = declare(f"{name}-namespace", manifests.namespace(settings), on_cluster())
         account = declare(f"{name}-serviceaccount", manifests.service_account(settings), on_cluster(namespace))
         secret = declare(f"{name}-config", manifests.config_secret(settings), on_cluster(namespace))
-        before_pods: list[pulumi.Resource] = [account, secret, *args.wait_for]
+        access = [declare(f"{name}-{m['kind'].lower()}", m, on_cluster(namespace))
+                  for m in manifests.access_request_manifests(settings)]  # fmt: skip
+        before_pods: list[pulumi.Resource] = [account, secret, *access, *args.wait_for]
         if args.pod_identity is not None:
             # The association must exist before the pods start, or they come up without credentials.
             before_pods.append(

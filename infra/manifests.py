@@ -18,6 +18,8 @@ from typing import Any
 import yaml
 
 from connector import __version__
+from connector.access import crd
+from infra.rbac import RBAC_API_VERSION, RBAC_GROUP, rule_manifest
 
 APP_NAME = "eks-access-connector"
 PORT = 8443
@@ -125,6 +127,22 @@ def service_account(settings: ConnectorManifestSettings) -> dict[str, Any]:
         "metadata": metadata,
         "automountServiceAccountToken": settings.automount_service_account_token,
     }
+
+
+def access_request_manifests(settings: ConnectorManifestSettings) -> list[dict[str, Any]]:
+    """The AccessRequest CRD (where access requests live when `access_store.kubernetes` is set) and a
+    Role with its RoleBinding that let the connector's service account use them in its namespace."""
+    name = f"{settings.name}-access-requests"
+    rules = [rule_manifest(rule) for rule in crd.STORE_RULES]
+    role = {"apiVersion": RBAC_API_VERSION, "kind": "Role", "metadata": _metadata(settings, name=name), "rules": rules}
+    binding = {
+        "apiVersion": RBAC_API_VERSION,
+        "kind": "RoleBinding",
+        "metadata": _metadata(settings, name=name),
+        "roleRef": {"apiGroup": RBAC_GROUP, "kind": "Role", "name": name},
+        "subjects": [{"kind": "ServiceAccount", "name": settings.name, "namespace": settings.namespace}],
+    }
+    return [crd.custom_resource_definition(), role, binding]
 
 
 def config_secret(settings: ConnectorManifestSettings) -> dict[str, Any]:
@@ -269,6 +287,7 @@ def connector_manifests(settings: ConnectorManifestSettings) -> list[dict[str, A
     return [
         namespace(settings),
         service_account(settings),
+        *access_request_manifests(settings),
         config_secret(settings),
         deployment(settings),
         service(settings),

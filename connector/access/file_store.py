@@ -18,6 +18,7 @@ from pathlib import Path
 
 from filelock import FileLock
 
+from connector.access.store import oldest_first
 from connector.client.files import replace_file
 from connector.policy.access import AccessRequest, AccessRequestError
 
@@ -33,6 +34,18 @@ class FileStore:
         self._cache: dict[str, AccessRequest] = {}
         self._ordered: list[AccessRequest] = []  # _cache's values, oldest first: sorted once per change
         self._cache_guard = threading.Lock()
+
+    # The file needs no connection: ready from the start, nothing to start or close.
+    ready = True
+
+    def same_config(self, config: object) -> bool:
+        return getattr(config, "file", None) is not None and Path(config.file) == self.path  # type: ignore[attr-defined]
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
 
     def list(self) -> list[AccessRequest]:
         """Every request, oldest first (a new list; the store's own stays as read)."""
@@ -96,5 +109,5 @@ class FileStore:
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise RuntimeError(f"access request file {self.path} is unreadable: {exc}") from None
         self._cache_key, self._cache = key, requests
-        self._ordered = sorted(requests.values(), key=lambda r: (r.created_at, r.id))
+        self._ordered = oldest_first(requests.values())
         return requests

@@ -17,6 +17,7 @@ from pydantic_core import InitErrorDetails, PydanticCustomError
 from connector.durations import parse_duration
 from connector.model import StrictModel
 from connector.policy.model import Policy, PolicyName, Subjects, unique_names
+from connector.upstream.config import NonEmpty
 
 
 def _check_duration(value: str) -> str:
@@ -50,11 +51,30 @@ class AccessRequestDefinition(StrictModel):
         return parse_duration(self.max_duration)
 
 
-class AccessStoreConfig(StrictModel):
-    """Where access requests are kept. `file`: one JSON file, for a single connector replica (several
-    replicas need a shared store, which the file is not)."""
+class KubernetesStoreConfig(StrictModel):
+    """AccessRequest custom resources in one namespace of the cluster the connector runs in."""
 
-    file: str = Field(min_length=1, description="path of the JSON file (created 0600 on first request)")
+    namespace: NonEmpty = Field(description="namespace of the AccessRequest objects (the connector's own)")
+    kubeconfig: NonEmpty | None = Field(
+        default=None, description="kubeconfig of that cluster; null: the pod's in-cluster service account"
+    )
+
+
+class AccessStoreConfig(StrictModel):
+    """Where access requests are kept, exactly one of: `file`, one JSON file, for a single connector
+    replica (several replicas need a shared store, which the file is not); `kubernetes`, the
+    AccessRequest custom resource, shared by every replica."""
+
+    file: str | None = Field(
+        default=None, min_length=1, description="path of the JSON file (created 0600 on first request)"
+    )
+    kubernetes: KubernetesStoreConfig | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> AccessStoreConfig:
+        if (self.file is None) == (self.kubernetes is None):
+            raise ValueError("give exactly one of file or kubernetes")
+        return self
 
 
 AccessRequestList = Annotated[

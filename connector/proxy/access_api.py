@@ -23,7 +23,7 @@ from typing import Any
 
 from aiohttp import web
 
-from connector.access.file_store import FileStore
+from connector.access.store import AccessStore
 from connector.access.webhook import transition_event
 from connector.identity import Identity
 from connector.policy import access
@@ -39,7 +39,7 @@ _TRUE = frozenset({"1", "true", "yes"})
 Transition = Callable[[AccessRequest, Sequence[AccessRequestDefinition], Identity, dt.datetime, str], AccessRequest]
 
 
-def _store(call: Call) -> FileStore:
+def _store(call: Call) -> AccessStore:
     store = call.ctx.access_store
     if store is None or not call.ctx.access_requests:
         raise AccessRequestError(503, "this connector takes no access requests (no access_requests or access_store)")

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import prometheus_client
 from aiohttp import web
 
-from connector.access.file_store import FileStore
+from connector.access.store import AccessStore
 from connector.access.webhook import WebhookNotifier
 from connector.audit.recording import SessionMeta
 from connector.audit.sessions_cli import Sources
@@ -80,7 +80,7 @@ class ProxyContext:
     # What callers may request (the config's access_requests), to name the next step in a 403.
     access_requests: tuple[AccessRequestDefinition, ...] = ()
     # Where access requests are kept (the config's access_store); None: requests cannot be filed.
-    access_store: FileStore | None = None
+    access_store: AccessStore | None = None
     # Told of every access request transition (the config's access_requests_webhook); None: no webhook.
     access_webhook: WebhookNotifier | None = None
     shutting_down: bool = False
@@ -115,6 +115,8 @@ def readiness(ctx: ProxyContext) -> list[tuple[str, str | None]]:
         ("config", None),
         ("sockets", "; ".join(f"{n}: not resolved (reason in the log)" for n in sorted(problems)) or None),
         ("audit", None if ctx.audit.healthy else "the audit log cannot be written (reason in the log)"),
+        ("access-store", None if ctx.access_store is None or ctx.access_store.ready
+         else "the access requests have not been read yet (reason in the log)"),
     ]
 
 

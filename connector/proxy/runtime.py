@@ -28,6 +28,8 @@ from yarl import URL
 from connector import metrics
 from connector.access.expiry_notices import announce_expiries
 from connector.access.file_store import FileStore
+from connector.access.kubernetes_store import KubernetesStore
+from connector.access.store import AccessStore
 from connector.access.webhook import WebhookNotifier
 from connector.audit.config import AuditConfig
 from connector.audit.recording import drain_recordings, open_session_tap
@@ -162,6 +164,7 @@ class Connector:
         if webhook is not None:
             webhook.start()
         try:
+            await self._start_access_store(self.ctx.access_store)
             await registry.apply_static(cfg.sockets)
             await self._start_discovery(cfg)
             await self._listen(cfg)
@@ -306,7 +309,11 @@ class Connector:
         ctx.login_config = login_config(cfg.authentication)
         ctx.tap_factory = tap_factory(cfg.recordings)
         ctx.access_requests = tuple(cfg.access_requests)
-        ctx.access_store = _access_store(cfg, ctx.access_store)
+        retired_store, ctx.access_store = ctx.access_store, _access_store(cfg, ctx.access_store)
+        if ctx.access_store is not retired_store:
+            await self._start_access_store(ctx.access_store)
+            if retired_store is not None:
+                self._later(retired_store.close(), 0)
         ctx.console = cfg.console
         ctx.session_sources = session_sources(cfg)
         ctx.granted_streams.changed()  # grants follow the new definitions and policies
@@ -378,8 +385,20 @@ class Connector:
             self._runner = None
         await self._close_parts()
 
+    async def _start_access_store(self, store: AccessStore | None) -> None:
+        """Start `store` (the Kubernetes store lists, then watches: /readyz waits for the list);
+        every change it sees makes the granted streams check again at once."""
+        if store is None:
+            return
+        assert self.ctx is not None
+        if isinstance(store, KubernetesStore):
+            store.on_change = self.ctx.granted_streams.changed
+        await store.start()
+
     async def _close_parts(self) -> None:
         assert self.ctx is not None
+        if self.ctx.access_store is not None:
+            await self.ctx.access_store.close()
         if self._discovery is not None:
             await self._discovery.stop()
             self._discovery = None
@@ -449,14 +468,17 @@ def _policy_engine(cfg: ConnectorConfig, source: str) -> PolicyEngine:
         raise ConfigError(source, [f"{source}: policies: {exc}"]) from None
 
 
-def _access_store(cfg: ConnectorConfig, current: FileStore | None) -> FileStore | None:
-    """The store the config names, keeping the current one (and its cache) when the file is the same."""
-    if cfg.access_store is None:
+def _access_store(cfg: ConnectorConfig, current: AccessStore | None) -> AccessStore | None:
+    """The store the config names, keeping the current one (its cache, its watch) when unchanged."""
+    wanted = cfg.access_store
+    if wanted is None:
         return None
-    path = Path(cfg.access_store.file)
-    if current is not None and current.path == path:
+    if current is not None and current.same_config(wanted):
         return current
-    return FileStore(path)
+    if wanted.kubernetes is not None:
+        return KubernetesStore(wanted.kubernetes)
+    assert wanted.file is not None
+    return FileStore(Path(wanted.file))
 
 
 def _access_webhook(cfg: ConnectorConfig, source: str) -> WebhookNotifier | None:

@@ -59,6 +59,9 @@ def test_rendered_quick_start_validates_and_is_complete() -> None:
         "ServiceAccount",
         "ClusterRole",
         "ClusterRoleBinding",
+        "CustomResourceDefinition",
+        "Role",
+        "RoleBinding",
         "Secret",
         "Deployment",
         "Service",
@@ -86,8 +89,10 @@ def test_render_with_a_config_file_and_namespace(tmp_path: Path) -> None:
     assert {
         d["metadata"].get("namespace")
         for k, d in docs.items()
-        if k not in ("Namespace", "ClusterRole", "ClusterRoleBinding")
+        if k not in ("Namespace", "ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition")
     } == {"platform"}
+    assert docs["RoleBinding"]["subjects"] == [{"kind": "ServiceAccount", "name": "eks-access-connector",
+                                               "namespace": "platform"}]  # fmt: skip
     assert docs["Namespace"]["metadata"]["name"] == "platform"
     text = docs["Secret"]["stringData"]["config.yaml"]
     assert "public_url: https://connector.example.com" in text and "state_dir: /var/lib/connector" in text

@@ -442,6 +442,7 @@ def test_deployment_is_hardened_and_rolls_on_config_change() -> None:
         [
             "kubernetes:core/v1:Namespace",
             "kubernetes:core/v1:ServiceAccount",
+            "kubernetes:apiextensions.k8s.io/v1:CustomResourceDefinition",
             "kubernetes:core/v1:Secret",
             "kubernetes:apps/v1:Deployment",
             "kubernetes:core/v1:Service",

@@ -3,8 +3,8 @@ kubelet API answers only clients with a certificate of the cluster's CA, the tok
 hostile and unknown reviews (and the apiserver then answers 401), and a socket with
 `impersonation_enabled` has each request decided a second time by the real apiserver's RBAC.
 
-Needs the kube-apiserver binaries: built when `go` is on PATH (a failed build fails these tests
-with its last lines), skipped with the reason when there is no `go` and nothing cached.
+Needs the kube-apiserver binaries (tests.support.real_control_plane says when they are built or
+skipped).
 """
 
 from __future__ import annotations
@@ -15,7 +15,6 @@ import os
 import ssl
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import aiohttp
@@ -24,35 +23,12 @@ import yaml
 from kubernetes import client
 
 from infra import manifests, render
-from sandbox.controlplane import binaries
-from sandbox.controlplane.cluster import Etcd, RealCluster
+from sandbox.controlplane.cluster import RealCluster
 from sandbox.controlplane.seeding import api_client, create_objects
-from tests.support.oidc import LoopThread
+from tests.support import real_control_plane
 from tests.support.proxy_harness import Cluster, ProxyHarness
 
-
-@pytest.fixture(scope="module")
-def real_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealCluster]:
-    try:
-        found = binaries.ensure("1.33")
-    except binaries.ControlPlaneUnavailable as exc:
-        if binaries.can_build():
-            pytest.fail(f"the real control plane could not be built: {exc}", pytrace=False)
-        pytest.skip(str(exc))
-    assert found.etcd is not None
-    root = tmp_path_factory.mktemp("real-control-plane")
-    loop = LoopThread()
-    etcd = Etcd(found.etcd, root / "etcd")
-    cluster = RealCluster("prod", binaries=found, etcd_url="", scratch_dir=root / "prod",
-                          credentials_lookup=lambda _access_key: None)
-    try:
-        cluster.etcd_url = loop.run(etcd.start())
-        loop.run(cluster.start())
-        yield cluster
-    finally:
-        loop.run(cluster.stop())
-        loop.run(etcd.stop())
-        loop.close()
+real_cluster = real_control_plane.real_cluster  # the module's fixture
 
 
 def _trusting(cluster: RealCluster) -> ssl.SSLContext:

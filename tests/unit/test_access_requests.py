@@ -107,6 +107,17 @@ BAD_CONFIGS = {
         "connector.yaml:39: access_store.file: string should have at least 1 character",
     ),
     "unknown-store": (CONFIG + "access_store:\n  crd: {}\n", "connector.yaml:39: access_store.crd: unknown key"),
+    "no-store-kind": (
+        CONFIG + "access_store: {}\n", "connector.yaml:38: access_store: give exactly one of file or kubernetes"
+    ),
+    "two-store-kinds": (
+        CONFIG + "access_store:\n  file: a.json\n  kubernetes: {namespace: connector}\n",
+        "connector.yaml:38: access_store: give exactly one of file or kubernetes",
+    ),
+    "store-namespace-missing": (
+        CONFIG + "access_store:\n  kubernetes: {kubeconfig: null}\n",
+        "connector.yaml:39: access_store.kubernetes.namespace: required key is missing",
+    ),
 }
 
 
