@@ -46,6 +46,7 @@ from connector.client.kubeconfig_edit import apply_entries, connector_entries, r
 from infra.aws_auth import RoleMapping
 from infra.aws_auth_resource import Conflict, KubernetesConfigMapApi, apply_role_mapping
 from infra.iam_documents import connector_policy, principals_trust_policy
+from infra.manifests import ConnectorManifestSettings, access_request_manifests
 from infra.rbac import FULL_ACCESS, group_access_manifests
 from sandbox.apiserver import EmulatedApiServer
 from sandbox.apiserver.catalog import lookup
@@ -75,6 +76,12 @@ from sandbox.world import (
 log = logging.getLogger("sandbox")
 READY_TIMEOUT_SECONDS = 60.0
 CONNECTOR_STOP_SECONDS = 30.0
+# The cluster the connector "runs in": its etcd keeps the access requests (the AccessRequest CRD).
+HOME_CLUSTER = "prod"
+ACCESS_STORE_NAMESPACE = "eks-access-connector"
+SANDBOX_IMAGE = "eks-access-connector:sandbox"  # named in the rendered objects; nothing pulls it
+# The store's token outlives any sandbox session (the TokenRequest API bounds every token's life).
+ACCESS_STORE_TOKEN_SECONDS = 30 * 24 * 3600
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # Written into the state directory at start: only a directory holding it (or an empty one) is wiped.
 STATE_MARKER = ".sandbox-state"
@@ -400,8 +407,40 @@ class Sandbox:
                 seeding.create_objects(api, group_access_manifests(FULL_ACCESS, KUBERNETES_GROUP))
                 seeding.wait_for_running_pods(api, [(o["metadata"]["namespace"], o["metadata"]["name"])
                                                     for o in objects if o["kind"] == "Pod"])
+                if cluster.name == HOME_CLUSTER:
+                    self._install_access_store(api, server)
         except seeding.SeedError as exc:
             raise SandboxError(f"cluster {cluster.name}: {exc}") from None
+
+    def _install_access_store(self, api: Any, server: RealCluster) -> None:
+        """On the home cluster: the AccessRequest CRD with the connector's Role, its service account and a
+        kubeconfig with that account's token, exactly the access `python -m infra render` gives it."""
+        settings = ConnectorManifestSettings(namespace=ACCESS_STORE_NAMESPACE, image=SANDBOX_IMAGE, config_yaml="")
+        account = {"apiVersion": "v1", "kind": "ServiceAccount",
+                   "metadata": {"name": settings.name, "namespace": ACCESS_STORE_NAMESPACE}}  # fmt: skip
+        namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ACCESS_STORE_NAMESPACE}}
+        definition, *access = access_request_manifests(settings)
+        seeding.create_objects(api, [namespace, account, definition])
+        seeding.wait_for_established(api, definition["metadata"]["name"])
+        seeding.create_objects(api, access)
+        token = seeding.service_account_token(api, ACCESS_STORE_NAMESPACE, settings.name, ACCESS_STORE_TOKEN_SECONDS)
+        kubeconfig = {
+            "apiVersion": "v1", "kind": "Config", "current-context": "home",
+            "clusters": [{"name": "home",
+                          "cluster": {"server": server.url, "certificate-authority": str(server.ca_path)}}],
+            "users": [{"name": settings.name, "user": {"token": token}}],
+            "contexts": [{"name": "home", "context": {"cluster": "home", "user": settings.name}}],
+        }  # fmt: skip
+        path = self.state_dir / "access-store.kubeconfig"
+        path.write_text(yaml.safe_dump(kubeconfig, sort_keys=False))
+        path.chmod(0o600)
+
+    def _access_store(self) -> dict[str, Any]:
+        """The AccessRequest CRD on the home cluster when it is real; the emulator serves no CRDs: a file."""
+        kubeconfig = self.state_dir / "access-store.kubeconfig"
+        if kubeconfig.is_file():
+            return {"kubernetes": {"namespace": ACCESS_STORE_NAMESPACE, "kubeconfig": str(kubeconfig)}}
+        return {"file": str(self.state_dir / "access-requests.json")}
 
     def _version(self, cluster: DemoCluster) -> str:
         server = self.servers[cluster.name]
@@ -436,7 +475,7 @@ class Sandbox:
             "recordings": {"dir": str(self.state_dir / "recordings")},
             "policies": POLICIES,
             "access_requests": ACCESS_REQUESTS,
-            "access_store": {"file": str(self.state_dir / "access-requests.json")},
+            "access_store": self._access_store(),
         }
         path = self.state_dir / "connector.yaml"
         path.write_text(yaml.safe_dump(config, sort_keys=False))

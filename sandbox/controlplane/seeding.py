@@ -45,6 +45,25 @@ def create_objects(api: client.ApiClient, objects: Iterable[dict[str, Any]]) -> 
                                 f"HTTP {first.status} {first.reason}") from None
 
 
+def wait_for_established(api: client.ApiClient, name: str, timeout: float = 60.0) -> None:
+    """Wait until the CustomResourceDefinition `name` is served (its Established condition)."""
+    extensions = client.ApiextensionsV1Api(api)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        conditions = extensions.read_custom_resource_definition(name).status.conditions or []
+        if any(c.type == "Established" and c.status == "True" for c in conditions):
+            return
+        time.sleep(0.1)
+    raise SeedError(f"the CustomResourceDefinition {name} was not established within {timeout:.0f} s")
+
+
+def service_account_token(api: client.ApiClient, namespace: str, name: str, seconds: int) -> str:
+    """A token for the service account, from the apiserver's TokenRequest API (bound, expiring)."""
+    request = {"apiVersion": "authentication.k8s.io/v1", "kind": "TokenRequest", "spec": {"expirationSeconds": seconds}}
+    answer = client.CoreV1Api(api).create_namespaced_service_account_token(name, namespace, request)
+    return str(answer.status.token)
+
+
 def default_service_accounts(namespaces: Iterable[str]) -> list[dict[str, Any]]:
     return [{"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": "default", "namespace": ns}}
             for ns in namespaces]

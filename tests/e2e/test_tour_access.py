@@ -10,6 +10,7 @@ import re
 import shlex
 import subprocess
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -104,6 +105,16 @@ def test_the_tours_request_approve_exec_revoke(
     story = audit.find(since, access_request=request_id)
     changes = [e["access_change"]["action"] for e in story if "access_change" in e]
     assert changes == ["create", "approve", "revoke"]
+
+    # On real clusters the request lives in the home cluster's etcd, as the AccessRequest it became.
+    home = sandbox["clusters"]["prod"].get("admin_kubeconfig")
+    if home is not None:
+        admin = Kubectl(k.binary, Path(home), k.home, cwd=k.cwd, env={})
+        got = admin.run("get", "accessrequests.access.eks-connector.io", request_id, "-n", "eks-access-connector",
+                        "-o", "json")  # fmt: skip
+        assert got.returncode == 0, got.stderr
+        stored = json.loads(got.stdout)
+        assert stored["spec"]["requester"] == BOB and stored["status"]["state"] == "revoked", stored
 
 
 def test_an_open_exec_ends_when_its_grant_expires(

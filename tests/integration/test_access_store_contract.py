@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-from kubernetes import client
 
 from connector.access import crd
 from connector.access.file_store import FileStore
@@ -25,7 +24,7 @@ from connector.policy import access
 from connector.policy.access import APPROVED, DENIED, PENDING, REVOKED, AccessRequest, AccessRequestError
 from connector.policy.access_model import KubernetesStoreConfig
 from sandbox.controlplane.cluster import RealCluster
-from sandbox.controlplane.seeding import api_client, create_objects
+from sandbox.controlplane.seeding import api_client, create_objects, wait_for_established
 from tests.support import real_control_plane
 from tests.support.oidc import LoopThread
 from tests.unit.test_access_requests import ALICE, BOB, DEFS, T0, ZED
@@ -39,24 +38,13 @@ _namespaces = itertools.count(1)
 Replicas = Callable[[], AccessStore]
 
 
-def _wait_established(api: client.ApiClient, name: str) -> None:
-    extensions = client.ApiextensionsV1Api(api)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        conditions = extensions.read_custom_resource_definition(name).status.conditions or []
-        if any(c.type == "Established" and c.status == "True" for c in conditions):
-            return
-        time.sleep(0.1)
-    raise AssertionError(f"the CRD {name} was not established within 60s")
-
-
 @pytest.fixture(scope="module")
 def crd_kubeconfig(real_cluster: RealCluster, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The real cluster with the AccessRequest CRD installed; the kubeconfig file to reach it."""
     definition = crd.custom_resource_definition()
     with api_client(real_cluster.admin_kubeconfig()) as api:
         create_objects(api, [definition])
-        _wait_established(api, definition["metadata"]["name"])
+        wait_for_established(api, definition["metadata"]["name"])
     path = tmp_path_factory.mktemp("store-kubeconfig") / "kubeconfig"
     path.write_text(yaml.safe_dump(real_cluster.admin_kubeconfig()))
     return path
