@@ -122,7 +122,7 @@ def test_an_open_exec_ends_when_its_grant_expires(
 ) -> None:
     request, _, approve, _ = _tour_commands(sandbox_process)["python"][2:]
     short = [a for a in request if a != "--wait"]
-    short[short.index("--for") + 1] = "20s"
+    short[short.index("--for") + 1] = "12s"  # long enough to open the exec, short to wait for
     filed = run([*short, "--output", "json"])
     assert filed.returncode == 0, filed.stderr
     request_id = json.loads(filed.stdout)["id"]
