@@ -226,7 +226,12 @@ class Sandbox:
                 await self._start_cluster(cluster, role_arn)
         else:
             await self._start_real_clusters(real, role_arn)
-        self.issuer = OidcIssuer(users=dict(USERS), client_ids=(OIDC_CLIENT_ID,))
+        # The console signs people in with the same issuer; its callback is a registered web redirect URI.
+        self.issuer = OidcIssuer(
+            users=dict(USERS),
+            client_ids=(OIDC_CLIENT_ID,),
+            redirect_uris=[f"https://127.0.0.1:{self.port}/console/callback"],
+        )
         await self.issuer.start()
         config_path = self._write_connector_config(role_arn)
         self._start_connector(config_path, host_credentials)
@@ -473,6 +478,7 @@ class Sandbox:
             },
             "audit": {"file": str(self.state_dir / "audit.log")},
             "recordings": {"dir": str(self.state_dir / "recordings")},
+            "console": {"enabled": True},
             "policies": POLICIES,
             "access_requests": ACCESS_REQUESTS,
             "access_store": self._access_store(),
@@ -598,6 +604,7 @@ def tour(info: dict[str, Any]) -> str:
             "Then replay the exec session the connector recorded:",
             f"  {python} sessions list --config {config}",
             f"  {python} sessions play SESSION_ID --config {config}",
+            f"  or in the browser: {info['connector']['url']}/console/      # sign in as alice (carol gets 403)",
             "",
             "Just-in-time access: bob may exec in default on prod only under a request alice approved.",
             f"  kubectl --context bob@{prod} exec web-7d4b9c-x2k4q -- sh -c 'echo hello from $HOSTNAME'"
