@@ -424,16 +424,17 @@ def open_recording(ident: str, sources: Sources) -> tuple[str, IO[bytes]]:
     path = Path(ident)
     if path.is_file():
         return str(path), path.open("rb")
+    # A whole id of a local recording needs neither the audit log nor a listing.
+    found = _in_directory(ident, sources)
+    if found is not None:
+        return str(found), found.open("rb")
     audit_rows = _audit_sessions(sources)
     ident = _unique_session_id(ident, sources, audit_rows)
     looked: list[str] = []
     if sources.directory is not None:
-        # A session id is looked up by the file name the recorder gives it, never as a path.
-        stem = recording_id_for(ident)
-        for name in (f"{stem}{RECORDING_SUFFIX}", f"{stem}{PARTIAL_SUFFIX}"):
-            candidate = sources.directory / name
-            if candidate.is_file():
-                return str(candidate), candidate.open("rb")
+        found = _in_directory(ident, sources)
+        if found is not None:
+            return str(found), found.open("rb")
         looked.append(str(sources.directory))
     if audit_rows is not None:
         named = audit_rows.get(ident)
@@ -451,6 +452,19 @@ def open_recording(ident: str, sources: Sources) -> tuple[str, IO[bytes]]:
     if not looked:
         raise UsageError(f"{ident!r} is not a file: say where the sessions are with --config FILE or --dir DIR")
     raise NotFound(f"no recording found for {ident!r} (looked in: {', '.join(looked)})")
+
+
+def _in_directory(session_id: str, sources: Sources) -> Path | None:
+    """The session's recording in the recordings directory, looked up by the file name the recorder
+    gives it (never as a path), finished or still being written."""
+    if sources.directory is None:
+        return None
+    stem = recording_id_for(session_id)
+    for name in (f"{stem}{RECORDING_SUFFIX}", f"{stem}{PARTIAL_SUFFIX}"):
+        candidate = sources.directory / name
+        if candidate.is_file():
+            return candidate
+    return None
 
 
 def _audit_sessions(sources: Sources) -> dict[str, SessionRow] | None:

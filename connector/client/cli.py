@@ -153,9 +153,10 @@ def cmd_login(args: argparse.Namespace) -> int:
         connector=args.connector, issuer=issuer, client_id=client_id, id_token=tokens.id_token,
         refresh_token=tokens.refresh_token, token_endpoint=provider.token_endpoint,
     )
-    _store(args).save(stored, args.profile)
+    store = _store(args)
+    store.save(stored, args.profile)
     if args.ca_file:  # kept with the login: later commands, and the kubeconfig, need no --ca-file
-        _store(args).save_ca(args.connector, args.profile, Path(args.ca_file).read_bytes())
+        store.save_ca(args.connector, args.profile, Path(args.ca_file).read_bytes())
     until = f"{stored.id_token_expiry():%Y-%m-%d %H:%M} UTC"
     try:
         who = f" as {_describe(api.whoami(args.connector, stored.id_token, verify=verify))}"

@@ -104,7 +104,8 @@ class Connector:
     """One connector process. `start()` then `shutdown()`, or `run()` for both with signal handling.
 
     The hooks below (`_open_audit`, `_stream_slots`, `_connection_slots`, `_start_discovery`,
-    `_reload_discovery`, `_listen`, `reuse_port`, `watches_config`, `reloads_on_sighup`) are where
+    `_reload_discovery`, `_listen`, `reuse_port`, `watches_config`, `reloads_on_sighup`,
+    `announces_expiries`) are where
     `serve --workers N` (connector.proxy.workers) puts the parts that must stay one per connector.
     """
 
@@ -113,6 +114,8 @@ class Connector:
     # Reload when the config file changes, and on SIGHUP (a worker is told to by its supervisor).
     watches_config = True
     reloads_on_sighup = True
+    # Send the webhook's `expired` events (once per connector: the supervisor's, not each worker's).
+    announces_expiries = True
 
     def __init__(self, config_path: str | Path, *, audit_stdout: BinaryIO | None = None):
         self.config_path = Path(config_path)
@@ -174,8 +177,9 @@ class Connector:
         self._background = [
             asyncio.create_task(self._retry_failed_sockets(), name="socket-retry"),
             asyncio.create_task(self.ctx.granted_streams.run(self.ctx), name="granted-streams"),
-            asyncio.create_task(announce_expiries(self.ctx), name="access-expiry-notices"),
         ]
+        if self.announces_expiries:
+            self._background.append(asyncio.create_task(announce_expiries(self.ctx), name="access-expiry-notices"))
         if self.watches_config:
             self._background.append(asyncio.create_task(self._watch_config(), name="config-watch"))
 

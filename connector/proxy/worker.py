@@ -120,6 +120,7 @@ class WorkerConnector(Connector):
     reuse_port = True
     watches_config = False
     reloads_on_sighup = False
+    announces_expiries = False
 
     def __init__(self, config_path: str | Path, *, link_path: str, index: int, port: int):
         super().__init__(config_path)
