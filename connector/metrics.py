@@ -1,7 +1,12 @@
 """Every Prometheus metric the connector exports, in one place so names and labels stay consistent.
 
-Served at `/metrics` by the proxy. Labels are bounded (socket names, verbs, status codes, outcomes),
-never user names or paths, so the series count stays small however many users there are.
+Served at `/metrics` on the metrics listener (connector.proxy.metrics_listener). Labels are bounded
+(socket names, verbs, status codes, outcomes), never user names or paths, so the series count stays
+small however many users there are.
+
+Gauges say `multiprocess_mode="livesum"` (`liveall` for `connector_worker`): with `serve --workers N`
+the served value is the sum over the workers alive now (a dead worker's open connections are not open
+any more). A single process ignores it.
 """
 
 from __future__ import annotations
@@ -28,10 +33,12 @@ OPEN_STREAMS = Gauge(
     "connector_open_streams",
     "Long-lived streams open now, by socket and kind (watch, log, exec, attach, portforward).",
     ["socket", "kind"],
+    multiprocess_mode="livesum",
 )
 CONNECTIONS_OPEN = Gauge(
     "connector_connections_open",
     "Client connections open now, from their accept (TLS handshakes included).",
+    multiprocess_mode="livesum",
 )
 CONNECTIONS_REFUSED = Counter(
     "connector_connections_refused_total",
@@ -62,6 +69,7 @@ DISCOVERY_SCANS = Counter(
 DISCOVERED_SOCKETS = Gauge(
     "connector_discovered_sockets",
     "Sockets currently known from EKS discovery (stale ones included).",
+    multiprocess_mode="livesum",
 )
 TOKEN_REFRESHES = Counter(
     "connector_token_refreshes_total",
@@ -87,6 +95,7 @@ WORKER = Gauge(
     "connector_worker",
     "Set to 1 in a serving process of `serve --workers N`, labelled with its worker index and pid.",
     ["index", "pid"],
+    multiprocess_mode="liveall",  # livesum would drop the `pid` label: multiprocess mode owns that name
 )
 ACCESS_WEBHOOK_EVENTS = Counter(
     "connector_access_webhook_events_total",

@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-import ipaddress
 from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
+from connector.hosts import is_loopback
 from connector.model import StrictModel
 
 # Asymmetric algorithms only: an HMAC "id_token" would be signed with a secret the client also knows.
 SUPPORTED_ALGORITHMS = ("RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512", "EdDSA")
-
-
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class OidcIssuerConfig(StrictModel):
@@ -42,7 +33,7 @@ class OidcIssuerConfig(StrictModel):
         parts = urlsplit(value)
         if parts.scheme not in ("https", "http") or not parts.hostname:
             raise ValueError(f"issuer must be an https:// URL, got {value!r}")
-        if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        if parts.scheme == "http" and not is_loopback(parts.hostname):
             raise ValueError(f"issuer must use https (plain http is allowed only on loopback), got {value!r}")
         if parts.query or parts.fragment:
             raise ValueError(f"issuer must not have a query or fragment, got {value!r}")

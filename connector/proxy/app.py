@@ -2,12 +2,13 @@
 
 Routes: `/sockets/{socket}/...` (the Kubernetes APIs, see handler.py), `/healthz` (the process is
 alive), `/readyz` (config loaded, sockets resolved, audit sink writable, not shutting down),
-`/metrics` (Prometheus), `/v1/sockets` (the sockets the caller may use, for `client kubeconfig set`),
+`/v1/sockets` (the sockets the caller may use, for `client kubeconfig set`),
 `/v1/whoami` (who the connector takes the caller for, for `client whoami`),
 `/v1/access-requests` (just-in-time access, see access_api.py), `/v1/login-config` (the SSO issuer
 and client id, for `client login`; no authentication) and, with `console.enabled`, the web console under
 `/console/` (connector.console).
-Anything else is a 404 Status.
+Anything else is refused with where a cluster's API is (`not_found`). The connector's Prometheus
+metrics are on a listener of their own (connector.proxy.metrics_listener).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import prometheus_client
 from aiohttp import web
 
 from connector.access.store import AccessStore
@@ -44,9 +44,11 @@ from connector.proxy.handler import (
     authenticate,
     caller_grants,
     handle_socket_request,
+    status_response,
     usable_entries,
 )
 from connector.proxy.registry import SocketRegistry
+from connector.proxy.status_form import unknown_socket_status, wants_plain_text
 from connector.proxy.stream_limits import StreamSlots
 from connector.proxy.upgrade import SessionTap
 
@@ -128,11 +130,6 @@ async def readyz(request: web.Request) -> web.Response:
     return _text(200 if ok else 503, "\n".join(lines) + "\n")
 
 
-async def metrics_handler(request: web.Request) -> web.Response:
-    body = prometheus_client.generate_latest(prometheus_client.REGISTRY)
-    return web.Response(body=body, headers={"Content-Type": prometheus_client.CONTENT_TYPE_LATEST})
-
-
 async def _authenticated_json(
     request: web.Request, answer: Callable[[Call, Identity], Awaitable[tuple[str, Any]]]
 ) -> web.StreamResponse:
@@ -192,12 +189,30 @@ async def login_config_handler(request: web.Request) -> web.Response:
     return web.json_response(config)
 
 
-async def not_found(request: web.Request) -> web.Response:
-    return web.Response(
-        status=404,
-        body=status_json(404, "not found: Kubernetes APIs are under /sockets/SOCKET/ (see /v1/sockets)"),
-        content_type="application/json",
+# How much of an unknown path the refusal repeats.
+MAX_ECHOED_PATH = 200
+
+
+def not_found_message(path: str) -> str:
+    """What a request for a path the connector does not serve is told: where a cluster's API is.
+
+    `kubectl get --raw /metrics` lands here: client-go sends a raw path to the root of the kubeconfig's
+    server, not under its `/sockets/NAME`, and a user reading the connector's answers as the cluster's is
+    what this message prevents.
+    """
+    shown = path if len(path) <= MAX_ECHOED_PATH else path[:MAX_ECHOED_PATH] + "..."
+    return (
+        f"this is the EKS access connector, not a cluster: a cluster's API is under /sockets/SOCKET/, so a "
+        f"kubeconfig's server ends in /sockets/SOCKET and `kubectl get --raw` takes the whole path "
+        f"(/sockets/SOCKET{shown}); GET /v1/sockets lists the sockets you may use"
     )
+
+
+async def not_found(request: web.Request) -> web.Response:
+    """A 404 Status, or a 403 in plain text where client-go would print only its own 404 text (status_form)."""
+    plain_text = wants_plain_text(request.path, request.headers.get("Accept", ""))
+    status = unknown_socket_status(plain_text)
+    return status_response(status, not_found_message(request.path), None, plain_text=plain_text)
 
 
 def create_app(ctx: ProxyContext) -> web.Application:
@@ -205,7 +220,6 @@ def create_app(ctx: ProxyContext) -> web.Application:
     app[CONTEXT] = ctx
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
-    app.router.add_get("/metrics", metrics_handler)
     app.router.add_get("/v1/sockets", list_sockets)
     app.router.add_get("/v1/whoami", whoami)
     app.router.add_get("/v1/login-config", login_config_handler)

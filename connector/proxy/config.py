@@ -42,6 +42,13 @@ def parse_listen(value: str) -> ListenAddress:
     return ListenAddress(host or "0.0.0.0", int(port))  # noqa: S104 - `:PORT` means every interface
 
 
+# The connector's Prometheus metrics, plain HTTP and unauthenticated, so loopback only unless the config
+# says otherwise. 8442 is next to the main port and outside Prometheus' exporter range (9100-9999), which
+# is allocated to the last port.
+DEFAULT_METRICS_LISTEN = "127.0.0.1:8442"
+_METRICS_OFF = ("", "off")
+
+
 class TlsConfig(StrictModel):
     """The serving certificate. Leave both unset to have the connector make its own CA and certificate."""
 
@@ -126,10 +133,26 @@ class ServerConfig(StrictModel):
     config_poll_seconds: float = Field(
         default=2.0, gt=0, le=3600, description="How often the config file is checked for changes."
     )
+    metrics_listen: str | None = Field(
+        default=DEFAULT_METRICS_LISTEN,
+        description="HOST:PORT of the plain-HTTP Prometheus `/metrics` listener (port 0: any free port, "
+        "logged); `off`, empty or null: no metrics listener.",
+    )
 
     @field_validator("listen")
     @classmethod
     def _check_listen(cls, value: str) -> str:
+        parse_listen(value)
+        return value
+
+    @field_validator("metrics_listen", mode="before")
+    @classmethod
+    def _check_metrics_listen(cls, value: object) -> str | None:
+        # YAML reads a bare `off` as false.
+        if value is None or value is False or (isinstance(value, str) and value.strip().lower() in _METRICS_OFF):
+            return None
+        if not isinstance(value, str):
+            raise ValueError(f"metrics_listen {value!r}: write HOST:PORT, e.g. {DEFAULT_METRICS_LISTEN}, or off")
         parse_listen(value)
         return value
 
@@ -149,6 +172,22 @@ class ServerConfig(StrictModel):
             raise ValueError(f'public_url "{value}" must be only https://HOST[:PORT] (no path, query or user)')
         return value.rstrip("/")
 
+    @model_validator(mode="after")
+    def _metrics_port_is_its_own(self) -> ServerConfig:
+        metrics, listen = self.metrics_address, self.listen_address
+        if metrics is None or metrics.port == 0 or metrics.port != listen.port:
+            return self
+        if metrics.host == listen.host or metrics.is_wildcard or listen.is_wildcard:
+            raise ValueError(
+                f'metrics_listen "{self.metrics_listen}" takes the port of listen "{self.listen}": give it another port'
+            )
+        return self
+
     @property
     def listen_address(self) -> ListenAddress:
         return parse_listen(self.listen)
+
+    @property
+    def metrics_address(self) -> ListenAddress | None:
+        """Where `/metrics` is served; None when it is off."""
+        return parse_listen(self.metrics_listen) if self.metrics_listen is not None else None

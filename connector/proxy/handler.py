@@ -90,9 +90,9 @@ def stream_kind(info: RequestInfo, raw_query: str, is_upgrade: bool) -> str | No
     return None
 
 
-def _status_response(status: int, message: str, request_id: str, *, plain_text: bool = False) -> web.Response:
+def status_response(status: int, message: str, request_id: str | None, *, plain_text: bool = False) -> web.Response:
     """A Status JSON, or its message as text where the client can print only text (see status_form)."""
-    headers = {"X-Connector-Request-Id": request_id}
+    headers = {"X-Connector-Request-Id": request_id} if request_id is not None else {}
     if plain_text:
         return web.Response(status=status, text=message + "\n", content_type="text/plain", headers=headers)
     return web.Response(
@@ -232,7 +232,7 @@ class Call:
 
     def _error_response(self, status: int, message: str) -> web.Response:
         accept = self.request.headers.get("Accept", "")
-        return _status_response(status, message, self.request_id, plain_text=wants_plain_text(self.k8s_path, accept))
+        return status_response(status, message, self.request_id, plain_text=wants_plain_text(self.k8s_path, accept))
 
     async def refuse(self, refusal: Refusal) -> web.Response:
         self.decision = refusal.decision

@@ -3,8 +3,8 @@
 Reload validates everything first (config schema, policies, authentication, audit destination) and
 only then swaps, so a config that does not validate is refused with its errors logged and the
 running one stays. Policies, authentication, sockets, discovery, audit and recordings apply to the
-next request; the listener (`server.listen`, TLS, client CA) needs a restart, and a reload that
-changes the client CA is refused rather than half-applied.
+next request; the listeners (`server.listen`, `server.metrics_listen`, TLS, client CA) need a
+restart, and a reload that changes the client CA is refused rather than half-applied.
 
 Shutdown on SIGTERM/SIGINT: /readyz turns 503, the listener closes, open streams (watches, logs -f,
 exec, port-forward) are ended cleanly, in-flight requests get until `server.shutdown_grace_seconds`,
@@ -41,10 +41,12 @@ from connector.aws.discovery import DiscoveryService, EksCluster
 from connector.aws.token import EksTokenCache
 from connector.config import ConfigError, ConnectorConfig, load_config
 from connector.console.browser_sessions import BrowserSessions
+from connector.hosts import is_loopback
 from connector.policy.engine import PolicyEngine
 from connector.proxy.app import ProxyContext, TapFactory, create_app, runner_options
 from connector.proxy.config import LimitsConfig
 from connector.proxy.connection_bounds import BoundedSite, ConnectionBounds, ConnectionSlots, ProxyRunner
+from connector.proxy.metrics_listener import MetricsBody, MetricsListener, own_metrics
 from connector.proxy.registry import SocketRegistry
 from connector.proxy.server_tls import ServerTls, build_server_tls
 from connector.proxy.stream_limits import StreamSlots
@@ -104,8 +106,8 @@ class Connector:
     """One connector process. `start()` then `shutdown()`, or `run()` for both with signal handling.
 
     The hooks below (`_open_audit`, `_stream_slots`, `_connection_slots`, `_start_discovery`,
-    `_reload_discovery`, `_listen`, `reuse_port`, `watches_config`, `reloads_on_sighup`,
-    `announces_expiries`) are where
+    `_reload_discovery`, `_listen`, `_metrics_body`, `_stop_metrics`, `reuse_port`, `watches_config`,
+    `reloads_on_sighup`, `announces_expiries`) are where
     `serve --workers N` (connector.proxy.workers) puts the parts that must stay one per connector.
     """
 
@@ -127,7 +129,9 @@ class Connector:
         self.ctx: ProxyContext | None = None
         self.tls: ServerTls | None = None
         self.url = ""
+        self.metrics_url = ""  # empty while the metrics listener is off
         self._runner: web.AppRunner | None = None
+        self._metrics_listener: MetricsListener | None = None
         self._discovery: DiscoveryService | None = None
         self._file_state: tuple[int, int, int] | None = None
         self._stopping = asyncio.Event()
@@ -170,8 +174,11 @@ class Connector:
             await self._start_access_store(self.ctx.access_store)
             await registry.apply_static(cfg.sockets)
             await self._start_discovery(cfg)
+            # Before the main listener: a metrics port in use fails the start before any worker is spawned.
+            await self._start_metrics(cfg)
             await self._listen(cfg)
         except BaseException:
+            await self._stop_metrics()
             await self._close_parts()
             raise
         self._background = [
@@ -218,6 +225,27 @@ class Connector:
         self.url = public_url(cfg, site.port)
         self.ctx.public_url = self.url
         self._announce(f"serving on {self.url} (listening on {listen.host}:{site.port})")
+
+    def _metrics_body(self) -> MetricsBody | None:
+        """What the metrics listener serves: this process's registry; None: this process serves no metrics."""
+        return own_metrics
+
+    async def _start_metrics(self, cfg: ConnectorConfig) -> None:
+        address = cfg.server.metrics_address
+        body = self._metrics_body() if address is not None else None
+        if address is None or body is None:
+            return
+        self._metrics_listener = MetricsListener(body)
+        self.metrics_url = await self._metrics_listener.start(address)
+        if is_loopback(address.host):
+            log.info("metrics on %s", self.metrics_url)
+        else:
+            log.warning("metrics on %s: plain HTTP without authentication, firewall it", self.metrics_url)
+
+    async def _stop_metrics(self) -> None:
+        if self._metrics_listener is not None:
+            await self._metrics_listener.stop()
+            self._metrics_listener = None
 
     def _announce(self, serving: str) -> None:
         """Log that the connector serves: the line scripts wait for, once per connector (not per worker)."""
@@ -387,6 +415,7 @@ class Connector:
             self.ctx.registry.stop_all_streams()
             await self._runner.cleanup()
             self._runner = None
+        await self._stop_metrics()
         await self._close_parts()
 
     async def _start_access_store(self, store: AccessStore | None) -> None:
@@ -506,7 +535,7 @@ def _reopen_audit(audit: AuditLog, cfg: AuditConfig) -> None:
 
 
 def _warn_restart_needed(old: ConnectorConfig, new: ConnectorConfig) -> None:
-    for key in ("listen", "public_url", "tls", "state_dir"):
+    for key in ("listen", "metrics_listen", "public_url", "tls", "state_dir"):
         if getattr(old.server, key) != getattr(new.server, key):
             log.warning("server.%s changed: restart the connector to apply it (the rest of the config is applied)", key)
     if new.console.enabled and not old.console.enabled:

@@ -4,8 +4,9 @@ The worker listens on the connector's port with SO_REUSEPORT and serves requests
 connector does, except for what must stay one per connector (see connector.proxy.workers): its audit
 events are written by the supervisor, its stream and connection slots are counted there, the
 discovered sockets come from the supervisor's one scanner, and it reloads when the supervisor says
-so (never on its own SIGHUP or file watch). When the link to the supervisor closes, the worker shuts
-down gracefully: a killed supervisor leaves no orphans.
+so (never on its own SIGHUP or file watch), and its metrics are served by the supervisor (it writes
+them where the supervisor reads them: connector.proxy.metrics_listener). When the link to the
+supervisor closes, the worker shuts down gracefully: a killed supervisor leaves no orphans.
 """
 
 from __future__ import annotations
@@ -177,6 +178,9 @@ class WorkerConnector(Connector):
 
     def _listen_port(self, cfg: ConnectorConfig) -> int:
         return self._port
+
+    def _metrics_body(self) -> None:
+        return None  # the supervisor serves every worker's metrics, summed
 
     def _announce(self, serving: str) -> None:
         log.debug("worker %d: %s", self.index, serving)  # the supervisor says it once, when every worker does

@@ -14,6 +14,8 @@ What must stay one per connector lives in the supervisor, which serves no reques
 - the EKS discovery service: one scan, its changes told to every worker;
 - the stream and connection counts: a worker asks for a slot and tells when it gives it back; what a
   worker held is freed when its link closes, however it died;
+- the metrics listener: every worker writes its metrics to files in a private directory, the
+  supervisor serves their sum with its own (connector.proxy.metrics_listener);
 - reload: SIGHUP and the config-file watch are the supervisor's, which validates as one process does,
   then tells every worker to apply the file;
 - shutdown: SIGTERM to the supervisor is passed to every worker, each shuts down gracefully, and the
@@ -36,10 +38,13 @@ import time
 from pathlib import Path
 from typing import Any
 
+from prometheus_client import multiprocess
+
 from connector.aws.discovery import EksCluster
 from connector.config import ConnectorConfig
 from connector.console.browser_sessions import OPERATIONS
 from connector.proxy.connection_bounds import ConnectionSlots
+from connector.proxy.metrics_listener import MULTIPROCESS_DIR_ENV, MetricsBody, combined_metrics
 from connector.proxy.runtime import Connector, public_host, public_url
 from connector.proxy.server_tls import build_server_tls
 from connector.proxy.stream_limits import StreamLimitExceeded, StreamSlots
@@ -79,6 +84,7 @@ class Supervisor(Connector):
         self._workers = [_Worker(i) for i in range(workers)]
         self._log_level = log_level
         self._link_dir = ""
+        self._metrics_dir = ""  # where the workers write their metrics; empty while metrics are off
         self._link_server: asyncio.Server | None = None
         self._reserved: socket.socket | None = None
         self._port = 0
@@ -114,9 +120,20 @@ class Supervisor(Connector):
             f"serving on {self.url} with {len(self._workers)} workers (listening on {listen.host}:{self._port})"
         )
 
+    def _metrics_body(self) -> MetricsBody:
+        self._metrics_dir = tempfile.mkdtemp(prefix="connector-metrics-")  # 0700
+        return combined_metrics(self._metrics_dir)
+
+    async def _stop_metrics(self) -> None:
+        await super()._stop_metrics()
+        if self._metrics_dir:
+            shutil.rmtree(self._metrics_dir, ignore_errors=True)
+            self._metrics_dir = ""
+
     async def _spawn(self, worker: _Worker) -> None:
         worker.ready.clear()
         worker.started_at = time.monotonic()
+        env = {**os.environ, MULTIPROCESS_DIR_ENV: self._metrics_dir} if self._metrics_dir else None
         worker.process = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "connector", "serve",
             "--config", str(self.config_path),
@@ -125,6 +142,7 @@ class Supervisor(Connector):
             "--worker-index", str(worker.index),
             "--worker-port", str(self._port),
             stdin=asyncio.subprocess.DEVNULL,
+            env=env,
         )  # fmt: skip
 
     async def _until_ready(self, worker: _Worker) -> None:
@@ -143,6 +161,9 @@ class Supervisor(Connector):
         while True:
             assert worker.process is not None
             code = await worker.process.wait()
+            if self._metrics_dir:
+                # Its counters stay in the sum; its gauges (open connections, streams) leave it.
+                multiprocess.mark_process_dead(worker.process.pid, self._metrics_dir)
             if self._stopping_workers:
                 return
             young = time.monotonic() - worker.started_at < YOUNG_WORKER_SECONDS

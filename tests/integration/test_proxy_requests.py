@@ -17,6 +17,7 @@ from yarl import URL
 from connector.kube import protobuf
 from connector.pki import generate_ca
 from connector.proxy import reviews
+from connector.proxy.app import not_found_message
 from tests.support.proxy_harness import UPSTREAM_TOKEN, ProxyHarness
 from tests.support.upstream_app import CLUSTER_ADDRESS
 
@@ -281,12 +282,29 @@ async def test_sockets_listing(h: ProxyHarness) -> None:
 async def test_metrics_count_requests_by_socket_verb_code_and_decision(h: ProxyHarness) -> None:
     await h.request("GET", PODS)
     await h.request("GET", "/sockets/prod/api/v1/namespaces/other/pods")
-    status, headers, data = await h.request("GET", "/metrics", user=None)
-    assert status == 200 and headers["Content-Type"].startswith("text/plain")
-    text = data.decode()
+    text = await h.metrics()
+    assert h.connector is not None and h.connector.metrics_url.startswith("http://127.0.0.1:")
     assert 'connector_requests_total{code="200",decision="allow",socket="prod",verb="list"}' in text
     assert 'connector_requests_total{code="403",decision="deny",socket="prod",verb="list"}' in text
     assert "connector_request_duration_seconds_bucket" in text
+
+
+async def test_the_main_listener_serves_no_metrics_and_says_where_a_clusters_api_is(h: ProxyHarness) -> None:
+    """As found: `kubectl get --raw /metrics` (sent to the root, not under /sockets/NAME) showed the
+    connector's own metrics, unauthenticated, as if they were the cluster's."""
+    await h.request("GET", PODS)
+    status, headers, data = await h.request("GET", "/metrics", user=None, headers={"Accept": "application/json"})
+    assert status == 404 and headers["Content-Type"] == "application/json"
+    body = json.loads(data)
+    assert body["kind"] == "Status" and body["reason"] == "NotFound"
+    assert body["message"] == not_found_message("/metrics")
+    assert "/sockets/SOCKET/metrics" in body["message"] and b"connector_requests_total" not in data
+    # client-go's discovery of a kubeconfig without /sockets/NAME reads /api as text: a 403 keeps our text.
+    status, headers, data = await h.request("GET", "/api", user="alice", headers={"Accept": "application/json, */*"})
+    assert status == 403 and headers["Content-Type"].startswith("text/plain")
+    assert data.decode() == not_found_message("/api") + "\n"
+    # Long paths are not repeated whole.
+    assert len(not_found_message("/x" * 5000)) < 600
 
 
 async def test_socket_that_cannot_be_resolved_fails_readyz_and_answers_503(tmp_path: Path) -> None:

@@ -101,7 +101,13 @@ class ProxyHarness:
             )
         )
         config: dict[str, Any] = {
-            "server": {"listen": "127.0.0.1:0", "state_dir": str(self.tmp / "state"), "config_poll_seconds": 0.2},
+            # Port 0 for the metrics too: connectors of tests run side by side.
+            "server": {
+                "listen": "127.0.0.1:0",
+                "metrics_listen": "127.0.0.1:0",
+                "state_dir": str(self.tmp / "state"),
+                "config_poll_seconds": 0.2,
+            },
             "audit": {"file": str(self.audit_path)},
             "authentication": {"service_tokens": {"file": str(tokens_file)}},
             "sockets": {
@@ -181,6 +187,13 @@ class ProxyHarness:
             method, url, headers={**self.auth(user), **(headers or {})}, data=data, allow_redirects=False
         ) as resp:
             return resp.status, resp.headers, await resp.read()
+
+    async def metrics(self) -> str:
+        """What the metrics listener serves now."""
+        assert self.connector is not None and self.connector.metrics_url
+        async with aiohttp.ClientSession() as plain, plain.get(self.connector.metrics_url) as resp:
+            assert resp.status == 200 and resp.headers["Content-Type"].startswith("text/plain"), resp.status
+            return await resp.text()
 
     async def raw(self, head: bytes, body: bytes = b"") -> tuple[int, bytes]:
         """Send bytes as they are over TLS (for requests an HTTP client would not send); (status, response)."""
