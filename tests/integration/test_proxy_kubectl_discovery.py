@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from connector.proxy.app import not_found_message
 from tests.support.proxy_harness import ProxyHarness
 from tests.support.stream_app import kubectl_binary
 
@@ -20,25 +21,37 @@ VERSIONS = [pytest.param(27, id="1.27"), pytest.param(29, id="1.29"), pytest.par
 REASON = "no policy grants carol access to socket prod"
 
 
-def fresh_home(h: ProxyHarness, home: Path) -> dict[str, str]:
-    """The environment for kubectl with a new HOME, so its discovery cache starts empty."""
+def fresh_home(h: ProxyHarness, home: Path, server_path: str = "/sockets/prod") -> dict[str, str]:
+    """The environment for kubectl with a new HOME, so its discovery cache starts empty, and a kubeconfig
+    whose server ends in `server_path`."""
     home.mkdir()
-    return {**os.environ, "HOME": str(home), "KUBECONFIG": str(h.kubeconfig(home / "kubeconfig"))}
+    kubeconfig = h.kubeconfig(home / "kubeconfig")
+    kubeconfig.write_text(kubeconfig.read_text().replace("/sockets/prod", server_path))
+    return {**os.environ, "HOME": str(home), "KUBECONFIG": str(kubeconfig)}
 
 
 async def kubectl(h: ProxyHarness, minor: int, home: Path, *args: str) -> tuple[int, str]:
     """Run kubectl 1.<minor> with `home` as a new HOME; (exit code, stderr)."""
+    code, _, err = await kubectl_output(h, minor, home, *args)
+    return code, err
+
+
+async def kubectl_output(
+    h: ProxyHarness, minor: int, home: Path, *args: str, server_path: str = "/sockets/prod"
+) -> tuple[int, str, str]:
+    """Run kubectl 1.<minor> with `home` as a new HOME and the kubeconfig's server ending in
+    `server_path`; (exit code, stdout, stderr)."""
     binary = kubectl_binary(minor)
     if binary is None:
         pytest.skip(f"kubectl 1.{minor} is not installed beside the kubectl dispatcher")
-    env = fresh_home(h, home)
+    env = fresh_home(h, home, server_path)
     process = await asyncio.create_subprocess_exec(
         str(binary), *args, env=env,
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    _, err = await asyncio.wait_for(process.communicate(), 60)
+    out, err = await asyncio.wait_for(process.communicate(), 60)
     assert process.returncode is not None
-    return process.returncode, err.decode()
+    return process.returncode, out.decode(), err.decode()
 
 
 @pytest.mark.kubectl
@@ -131,4 +144,47 @@ async def test_auth_whoami_works_for_a_user_without_any_policy(tmp_path: Path, m
         out, err = await asyncio.wait_for(process.communicate(), 60)
         assert process.returncode == 0, err.decode()
         assert json.loads(out)["status"]["userInfo"]["username"] == "carol"
+        assert h.upstream.requests == []
+
+
+@pytest.mark.kubectl
+@pytest.mark.parametrize("minor", VERSIONS)
+async def test_get_raw_metrics_names_where_a_clusters_api_is_and_a_whole_path_reaches_the_cluster(
+    tmp_path: Path, minor: int
+) -> None:
+    """As found: `kubectl get --raw /metrics` printed the connector's own metrics, as if they were the
+    cluster's: client-go sends a raw path to the root of the server, not under its /sockets/NAME."""
+    async with ProxyHarness(tmp_path) as h:
+        await h.request("GET", "/sockets/prod/api/v1/namespaces/default/pods")  # so there are metrics to leak
+        code, out, err = await kubectl_output(
+            h, minor, tmp_path / "home-root", "--context", "bob", "get", "--raw", "/metrics"
+        )
+        assert code == 1 and out == "", out
+        assert f"Error from server (NotFound): {not_found_message('/metrics')}" in err, err
+        assert "connector_" not in out + err
+        # The whole path goes through the socket to the cluster, when the policy allows non-resource paths.
+        code, out, err = await kubectl_output(
+            h, minor, tmp_path / "home-bob", "--context", "bob", "get", "--raw", "/sockets/prod/healthz"
+        )
+        assert (code, out) == (0, "ok"), err
+        assert h.upstream.requests[-1].path == "/healthz"
+        forwarded = len(h.upstream.requests)
+        code, err = await kubectl(
+            h, minor, tmp_path / "home-alice", "--context", "alice", "get", "--raw", "/sockets/prod/healthz"
+        )
+        assert code == 1, err
+        assert "Error from server (Forbidden): socket prod: policy dev-read: no rule allows get /healthz" in err, err
+        assert len(h.upstream.requests) == forwarded
+
+
+@pytest.mark.kubectl
+@pytest.mark.parametrize("minor", VERSIONS)
+async def test_a_kubeconfig_without_a_socket_in_its_server_is_told_where_the_api_is(tmp_path: Path, minor: int) -> None:
+    """client-go's discovery reads /api as text: the answer is a 403 that keeps our message (a 404's
+    message would be replaced by client-go's "the server could not find the requested resource")."""
+    async with ProxyHarness(tmp_path) as h:
+        code, _, err = await kubectl_output(
+            h, minor, tmp_path / "home", "--context", "bob", "get", "pods", server_path=""
+        )
+        assert code == 1 and f"Error from server (Forbidden): {not_found_message('/api')}" in err, err
         assert h.upstream.requests == []

@@ -92,6 +92,8 @@ def make_handler(control: UpstreamControl):
         last = path.rsplit("/", 1)[-1]
         if path == "/api":
             return _core_discovery(request)
+        if path == "/healthz":
+            return web.Response(text="ok")
         if path.endswith("/redirect"):
             raise web.HTTPFound("/elsewhere")
         if path.endswith("/slow"):
