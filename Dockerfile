@@ -25,6 +25,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     HOME=/tmp
 WORKDIR /app
 USER 10001:10001
-EXPOSE 8443
+# 8443: the connector (HTTPS); 8442: its Prometheus metrics (plain HTTP: keep it off public networks).
+EXPOSE 8443 8442
 ENTRYPOINT ["python", "-m", "connector"]
 CMD ["serve", "--config", "/etc/connector/config.yaml"]

@@ -168,7 +168,7 @@ class Bench:
             yaml.safe_dump({"tokens": [{"sha256": hash_token(token), "user": "bench", "groups": ["dev"]}]})
         )
         config = {
-            "server": {"listen": "127.0.0.1:0", "state_dir": str(directory / "state"),
+            "server": {"listen": "127.0.0.1:0", "metrics_listen": "127.0.0.1:0", "state_dir": str(directory / "state"),
                        "limits": CONNECTOR_LIMITS},
             "audit": {"file": str(directory / "audit.log")},
             "authentication": {"service_tokens": {"file": str(directory / "tokens.yaml")}},

@@ -1,10 +1,11 @@
 """The connector config as it runs in the cluster: the user's config plus what the Deployment fixes.
 
-The pod's root filesystem is read-only and its port, TLS files and writable directories are set by
-the Deployment, so those settings are filled in here, and a user value that would contradict them
-(another port, a state dir on the read-only filesystem, a second TLS source) is refused with the
-key that conflicts, before anything is deployed. The result is validated with the connector's
-own config loader: what goes into the Secret is exactly what the connector will accept.
+The pod's root filesystem is read-only and its ports (serving, and metrics for Prometheus), TLS
+files and writable directories are set by the Deployment, so those settings are filled in here,
+and a user value that would contradict them (another port, a state dir on the read-only
+filesystem, a second TLS source) is refused with the key that conflicts, before anything is
+deployed. The result is validated with the connector's own config loader: what goes into the
+Secret is exactly what the connector will accept.
 """
 
 from __future__ import annotations
@@ -48,6 +49,17 @@ def _writable(path: str) -> bool:
     return any(normal == d or normal.startswith(d + "/") for d in WRITABLE_DIRS)
 
 
+def _metrics_port(value: object) -> int | None:
+    """The port of a `server.metrics_listen` value; None when it is off or not an address at all (the
+    connector's own validation then names what is wrong with it)."""
+    if not isinstance(value, str) or value.strip().lower() in ("", "off"):
+        return None
+    try:
+        return parse_listen(value).port
+    except ValueError:
+        return None
+
+
 def _section(config: dict[str, Any], key: str) -> dict[str, Any]:
     value = config.get(key)
     if value is None:
@@ -77,6 +89,14 @@ def in_cluster_config(
     listen = server.get("listen")
     if listen is not None and parse_listen(listen).port != manifests.PORT:
         problems.append(f"{where}server.listen: the Deployment serves on port {manifests.PORT}; remove listen")
+    if "metrics_listen" not in server:
+        # Reachable on the pod network, where Prometheus scrapes it; the Service does not expose it.
+        server["metrics_listen"] = f"0.0.0.0:{manifests.METRICS_PORT}"
+    elif _metrics_port(server["metrics_listen"]) not in (None, manifests.METRICS_PORT):
+        problems.append(
+            f"{where}server.metrics_listen: the Deployment declares the metrics port {manifests.METRICS_PORT}; "
+            "remove metrics_listen, or set it to off"
+        )
     state_dir = server["state_dir"] = server.get("state_dir") or manifests.STATE_DIR
     if not _writable(state_dir):
         problems.append(f"{where}server.state_dir: {state_dir} is on the read-only root filesystem; remove it")

@@ -19,10 +19,19 @@ import yaml
 
 from connector import __version__
 from connector.access import crd
+from connector.proxy.config import DEFAULT_METRICS_LISTEN, parse_listen
 from infra.rbac import RBAC_API_VERSION, RBAC_GROUP, rule_manifest
 
 APP_NAME = "eks-access-connector"
 PORT = 8443
+# Prometheus metrics, plain HTTP on the pod network only: the Service never exposes this port.
+METRICS_PORT = parse_listen(DEFAULT_METRICS_LISTEN).port
+# The conventional annotations Prometheus' Kubernetes pod discovery is commonly configured to follow.
+SCRAPE_ANNOTATIONS = {
+    "prometheus.io/scrape": "true",
+    "prometheus.io/port": str(METRICS_PORT),
+    "prometheus.io/path": "/metrics",
+}
 SERVICE_PORT = 443
 CONFIG_DIR = "/etc/connector"
 CONFIG_KEY = "config.yaml"
@@ -184,7 +193,10 @@ def deployment(settings: ConnectorManifestSettings) -> dict[str, Any]:
         "image": settings.image,
         "imagePullPolicy": "IfNotPresent",
         "args": ["serve", "--config", CONFIG_PATH],
-        "ports": [{"name": "https", "containerPort": PORT, "protocol": "TCP"}],
+        "ports": [
+            {"name": "https", "containerPort": PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": METRICS_PORT, "protocol": "TCP"},
+        ],
         "securityContext": {
             "runAsNonRoot": True,
             "runAsUser": RUN_AS,
@@ -240,7 +252,7 @@ def deployment(settings: ConnectorManifestSettings) -> dict[str, Any]:
             "template": {
                 "metadata": {
                     "labels": dict(LABELS),
-                    "annotations": {CONFIG_CHECKSUM_ANNOTATION: config_checksum(settings)},
+                    "annotations": {CONFIG_CHECKSUM_ANNOTATION: config_checksum(settings), **SCRAPE_ANNOTATIONS},
                 },
                 "spec": pod_spec,
             },

@@ -28,6 +28,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import shutil
 import socket
 import ssl
@@ -76,6 +77,7 @@ from sandbox.world import (
 log = logging.getLogger("sandbox")
 READY_TIMEOUT_SECONDS = 60.0
 CONNECTOR_STOP_SECONDS = 30.0
+METRICS_LINE = re.compile(r"metrics on (http://\S+/metrics)")
 # The cluster the connector "runs in": its etcd keeps the access requests (the AccessRequest CRD).
 HOME_CLUSTER = "prod"
 ACCESS_STORE_NAMESPACE = "eks-access-connector"
@@ -256,6 +258,7 @@ class Sandbox:
                 "ca_file": str(ca_file),
                 "config": str(config_path),
                 "log": str(self.state_dir / "connector.log"),
+                "metrics_url": self._metrics_url(),
                 "pid": self.connector.pid if self.connector else None,
             },
             "aws": {"endpoint_url": self.aws.endpoint_url, "connector_role_arn": role_arn},
@@ -461,6 +464,8 @@ class Sandbox:
         config = {
             "server": {
                 "listen": f"127.0.0.1:{self.port}",
+                # Any free port: sandboxes (and the tests' connectors) run side by side; the log says which.
+                "metrics_listen": "127.0.0.1:0",
                 "public_url": f"https://127.0.0.1:{self.port}",
                 "state_dir": str(self.state_dir / "connector-state"),
                 "shutdown_grace_seconds": 5,
@@ -544,6 +549,11 @@ class Sandbox:
             f"see {self.state_dir / 'connector.log'}"
         )
 
+    def _metrics_url(self) -> str | None:
+        """Where the connector serves its Prometheus metrics, as its log said (before it served)."""
+        said = METRICS_LINE.search((self.state_dir / "connector.log").read_text(errors="replace"))
+        return said.group(1) if said else None
+
     def _log_in_users(self, connector_url: str) -> None:
         assert self.issuer is not None
         for user in USERS:
@@ -618,6 +628,7 @@ def tour(info: dict[str, Any]) -> str:
             f"  {access('revoke', 'alice')} REQUEST_ID      # or let it expire: an open exec ends then too",
             "",
             f"Audit log: {info['audit_log']}   Recordings: {info['recordings']}",
+            f"The connector's Prometheus metrics: curl {info['connector']['metrics_url']}",
             f"Everything else (ports, paths, users): {Path(info['dir']) / 'sandbox.json'}",
             "Ctrl-C stops everything.",
         ]

@@ -160,6 +160,21 @@ def test_deployment_hardening_meets_the_restricted_pod_security_standard() -> No
     assert manifests.namespace(settings())["metadata"]["labels"]["pod-security.kubernetes.io/enforce"] == "restricted"
 
 
+def test_the_metrics_port_is_declared_for_prometheus_and_never_on_the_service() -> None:
+    deployment = manifests.deployment(settings())
+    template = deployment["spec"]["template"]
+    assert template["spec"]["containers"][0]["ports"] == [
+        {"name": "https", "containerPort": 8443, "protocol": "TCP"},
+        {"name": "metrics", "containerPort": 8442, "protocol": "TCP"},
+    ]
+    annotations = template["metadata"]["annotations"]
+    assert (annotations["prometheus.io/scrape"], annotations["prometheus.io/port"]) == ("true", "8442")
+    assert annotations["prometheus.io/path"] == "/metrics"
+    for service_type in ("LoadBalancer", "ClusterIP"):
+        ports = manifests.service(settings(service_type=service_type))["spec"]["ports"]
+        assert [p["targetPort"] for p in ports] == ["https"]
+
+
 def test_load_balancer_annotations() -> None:
     arn = "arn:aws:acm:eu-west-1:123456789012:certificate/0f1e2d3c-4b5a-6978-8a9b-0c1d2e3f4a5b"
     service = manifests.service(settings(certificate_arn=arn, internal_load_balancer=True))

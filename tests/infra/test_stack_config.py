@@ -160,6 +160,7 @@ def test_in_cluster_config_fills_the_deployment_settings() -> None:
     )
     assert config["server"] == {
         "public_url": "https://c.example",
+        "metrics_listen": "0.0.0.0:8442",  # the pod network, for Prometheus; the Service does not expose it
         "state_dir": manifests.STATE_DIR,
         "tls": {"cert_file": "/etc/connector-tls/tls.crt", "key_file": "/etc/connector-tls/tls.key"},
     }
@@ -179,6 +180,12 @@ def test_in_cluster_config_fills_the_deployment_settings() -> None:
             {},
             "s: connector.config.server.listen: the Deployment serves on port 8443",
         ),
+        (
+            {"server": {"metrics_listen": "0.0.0.0:9100"}},
+            {},
+            "s: connector.config.server.metrics_listen: the Deployment declares the metrics port 8442; "
+            "remove metrics_listen, or set it to off",
+        ),
         ({"server": {"state_dir": "/data"}}, {}, "server.state_dir: /data is on the read-only root filesystem"),
         ({"server": {"tls": {"cert_file": "/a", "key_file": "/b"}}}, {"tls_from_secret": True}, "server.tls"),
         ({"audit": {"file": "/var/log/audit.log"}}, {}, "audit.file: /var/log/audit.log"),
@@ -196,6 +203,19 @@ def test_in_cluster_config_conflicts(user: dict, kwargs: dict, expected: str) ->
     with pytest.raises(ConnectorConfigConflict) as err:
         in_cluster_config(user, source="s", key_prefix="connector.config.", **options)
     assert any(expected in problem for problem in err.value.problems), err.value.problems
+
+
+@pytest.mark.parametrize(
+    ("given", "kept"),
+    [("127.0.0.1:8442", "127.0.0.1:8442"), ("off", "off"), (False, False), (None, None)],
+)  # fmt: skip
+def test_a_metrics_listen_on_the_declared_port_or_off_is_kept(given: object, kept: object) -> None:
+    config = in_cluster_config(
+        {"server": {"metrics_listen": given}}, tls_from_secret=False, recordings=None, stack_manages_iam=False,
+        source="s",
+    )  # fmt: skip
+    assert config["server"]["metrics_listen"] == kept
+    config_yaml(config)
 
 
 def test_paths_under_the_writable_volumes_are_accepted() -> None:
