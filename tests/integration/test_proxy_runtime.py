@@ -9,6 +9,7 @@ import logging
 import os
 import re
 import signal
+import socket
 import ssl
 import subprocess
 import sys
@@ -185,8 +186,6 @@ async def test_client_certificates_authenticate_and_other_cas_do_not(tmp_path: P
 
 
 def free_port() -> int:
-    import socket
-
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -242,3 +241,31 @@ def test_serve_with_a_bad_config_exits_2_naming_file_and_line(tmp_path: Path) ->
     )  # fmt: skip
     assert result.returncode == 2
     assert f"{path}:" in result.stderr and "server.listen" in result.stderr and "audit.fsync" in result.stderr
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_with_its_metrics_port_taken_exits_1_in_one_line_before_serving(tmp_path: Path, workers: str) -> None:
+    h = ProxyHarness(tmp_path)
+    config = h.config()
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        config["server"]["metrics_listen"] = f"127.0.0.1:{port}"
+        config["sockets"]["prod"]["server"] = "https://127.0.0.1:9"
+        h.write_config(config)
+        result = subprocess.run(
+            [sys.executable, "-m", "connector", "serve", "--config", str(h.config_path), "--workers", workers],
+            cwd=REPO, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    [error] = [line for line in result.stderr.splitlines() if "cannot listen" in line]
+    assert error.startswith("python -m connector serve: cannot listen: ") and str(port) in error, result.stderr
+    assert "Traceback" not in result.stderr and "serving on" not in result.stderr
+    assert "worker 0" not in result.stderr  # no worker was started
+
+
+async def test_metrics_listen_off_serves_no_metrics(tmp_path: Path) -> None:
+    async with ProxyHarness(tmp_path, config={"server": {"metrics_listen": "off"}}) as h:
+        assert h.connector is not None and h.connector.metrics_url == ""
+        assert (await h.request("GET", "/metrics", user=None))[0] == 404
