@@ -5,6 +5,7 @@ saved in the test's tmp dir (`console-*.png`)."""
 from __future__ import annotations
 
 import shutil
+from typing import Any
 
 import pytest
 
@@ -29,6 +30,20 @@ pytestmark = [
 ]
 
 
+async def signed_in_page(browser: Any, url: str, user: str, refused: list[str] | None = None, width: int = 1200) -> Any:
+    """A page of a new browser context, signed in to the console as `user` through the sandbox IdP;
+    the Content Security Policy violations it reports are added to `refused`."""
+    # The connector's CA is made per test run; the browser is told to accept it.
+    context = await browser.new_context(ignore_https_errors=True, viewport={"width": width, "height": 800})
+    page = await context.new_page()
+    if refused is not None:
+        page.on("console", lambda msg: refused.append(msg.text) if "Content Security Policy" in msg.text else None)
+    await page.goto(url + "/console/login")
+    await page.get_by_role("button", name=user).click()
+    await page.wait_for_url(url + "/console/")
+    return page
+
+
 async def test_alice_signs_in_lists_sessions_and_replays_one_and_carol_is_refused(tmp_path):
     shots = tmp_path / "screenshots"  # kept by pytest for the last runs
     shots.mkdir()
@@ -36,15 +51,8 @@ async def test_alice_signs_in_lists_sessions_and_replays_one_and_carol_is_refuse
         write_recording(tmp_path / "recordings")
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox"])
         try:
-            # The connector's CA is made per test run; the browser is told to accept it.
-            alice = await browser.new_context(ignore_https_errors=True, viewport={"width": 1200, "height": 800})
-            page = await alice.new_page()
             refused: list[str] = []
-            page.on("console", lambda msg: refused.append(msg.text) if "Content Security Policy" in msg.text else None)
-
-            await page.goto(h.url + "/console/login")
-            await page.get_by_role("button", name="alice").click()
-            await page.wait_for_url(h.url + "/console/")
+            page = await signed_in_page(browser, h.url, "alice", refused)
             await page.get_by_text("Signed in as").wait_for()
             assert "alice@example.com" in await page.content()
             await page.screenshot(path=shots / "console-home.png")
@@ -60,11 +68,7 @@ async def test_alice_signs_in_lists_sessions_and_replays_one_and_carol_is_refuse
             await page.screenshot(path=shots / "console-session.png")
             assert refused == [], refused
 
-            carol = await browser.new_context(ignore_https_errors=True)
-            page = await carol.new_page()
-            await page.goto(h.url + "/console/login")
-            await page.get_by_role("button", name="carol").click()
-            await page.wait_for_url(h.url + "/console/")
+            page = await signed_in_page(browser, h.url, "carol")
             await page.get_by_role("heading", name="Forbidden").wait_for()
             assert "carol@example.com may not use the console" in await page.content()
             await page.screenshot(path=shots / "console-forbidden.png")
