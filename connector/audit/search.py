@@ -62,7 +62,8 @@ class AuditQuery:
     @property
     def needles(self) -> tuple[bytes, ...]:
         """Byte strings every matching line contains: the filter values that JSON writes unescaped."""
-        values = (self.user, self.group, self.socket, self.verb, self.namespace, self.decision)
+        values = (self.user, self.group, self.socket, self.verb, self.namespace, self.decision,
+                  *self.resource.split("/"))  # fmt: skip
         return tuple(v.encode() for v in values if v and _unescaped(v))
 
     def matches(self, event: dict[str, Any]) -> bool:
