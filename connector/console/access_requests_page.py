@@ -13,7 +13,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-from typing import Any
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from aiohttp import web
@@ -23,6 +24,7 @@ from connector.console.guard import CONSOLE_PATH, Viewer, console_context, conso
 from connector.console.render import message_page, page
 from connector.policy import access
 from connector.policy.access import AccessRequest, AccessRequestError
+from connector.policy.access_model import AccessRequestDefinition
 from connector.proxy.access_api import MAX_BODY_BYTES, TRANSITIONS, run_transition, visible_to
 
 log = logging.getLogger(__name__)
@@ -33,18 +35,32 @@ MAX_ENDED_SHOWN = 200
 DONE = {"approve": "Approval recorded", "deny": "Denied", "revoke": "Revoked"}
 
 
-def _row(request: AccessRequest, now: dt.datetime, viewer: Viewer, definitions: Any) -> dict[str, Any]:
+@dataclass(frozen=True)
+class RequestRow:
+    """One request as the page shows it: its state now, the approvals its definition requires (None
+    once the definition left the config), and whether this viewer gets its forms."""
+
+    request: AccessRequest
+    state: str
+    required: int | None
+    may_act: bool
+
+
+def _row(
+    request: AccessRequest, now: dt.datetime, viewer: Viewer, definitions: Sequence[AccessRequestDefinition]
+) -> RequestRow:
     definition = next((d for d in definitions if d.name == request.name), None)
-    identity = viewer.session.identity
-    return {
-        "request": request,
-        "state": request.state_at(now),
-        "required": definition.approvals_required if definition is not None else None,
-        "may_act": viewer.rights.access_requests == "approve" and visible_to(request, definitions, identity),
-    }
+    return RequestRow(
+        request=request,
+        state=request.state_at(now),
+        required=definition.approvals_required if definition is not None else None,
+        # The forms only where the rules may let this viewer act; the rules themselves decide on a POST.
+        may_act=viewer.rights.access_requests == "approve"
+        and visible_to(request, definitions, viewer.session.identity),
+    )
 
 
-def _flash(query: Any, requests: list[AccessRequest], now: dt.datetime) -> str | None:
+def _flash(query: Mapping[str, str], requests: list[AccessRequest], now: dt.datetime) -> str | None:
     """What the last action did, named by the redirect's query and stated from the store, not the URL."""
     action, request_id = query.get("done", ""), query.get("request", "")
     found = next((r for r in requests if r.id == request_id), None)
@@ -65,17 +81,15 @@ async def _list_page(request: web.Request, viewer: Viewer, status: int = 200, er
     now = dt.datetime.now(dt.UTC)
     requests = await asyncio.to_thread(ctx.access_store.list)
     rows = [_row(r, now, viewer, ctx.access_requests) for r in requests]
-    newest_first = sorted(rows, key=lambda row: row["request"].created_at, reverse=True)
-    ended = [row for row in newest_first if row["state"] in access.FINAL_STATES]
+    newest_first = sorted(rows, key=lambda row: row.request.created_at, reverse=True)
+    ended = [row for row in newest_first if row.state in access.FINAL_STATES]
     return page(
         "access_requests.html",
         status,
         error=error,
         flash=None if error else _flash(request.query, requests, now),
-        pending=[row for row in newest_first if row["state"] == access.PENDING],
-        approved=sorted(
-            (row for row in rows if row["state"] == access.APPROVED), key=lambda row: row["request"].expires_at
-        ),
+        pending=[row for row in newest_first if row.state == access.PENDING],
+        approved=sorted((row for row in rows if row.state == access.APPROVED), key=lambda row: row.request.expires_at),
         ended=ended[:MAX_ENDED_SHOWN],
         ended_total=len(ended),
         **viewer.template_values,

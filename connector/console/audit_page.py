@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode
 
@@ -38,26 +39,52 @@ def session_link(event: dict[str, Any]) -> str | None:
     return None
 
 
-def _row(event: dict[str, Any], link_sessions: bool) -> dict[str, Any]:
+@dataclass(frozen=True)
+class AuditRow:
+    """One event as the page shows it, every field text (an event of odd shape still renders)."""
+
+    time: str
+    user: str
+    groups: str
+    socket: str
+    verb: str
+    resource: str  # `pods/exec`; for the connector's own endpoints, the path
+    namespace: str
+    name: str
+    decision: str
+    code: str
+    reason: str
+    request_id: str
+    session: str | None  # the session's console page, when it has one and the viewer may see it
+
+
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
+
+
+def _row(event: dict[str, Any], link_sessions: bool) -> AuditRow:
     request = event.get("request") if isinstance(event.get("request"), dict) else None
-    if request:
-        what = {key: str(request.get(key) or "") for key in ("verb", "namespace", "name")}
-        what["resource"] = resource_of(request)
-    else:  # the connector's own endpoints (`/v1/...`, the console): no Kubernetes request
-        what = {"verb": event.get("method", ""), "resource": event.get("path", ""), "namespace": "", "name": ""}
     groups = event.get("groups")
-    return {
-        "time": event.get("time", ""),
-        "user": event.get("user") or "-",
-        "groups": ", ".join(g for g in groups if isinstance(g, str)) if isinstance(groups, list) else "",
-        "socket": event.get("socket") or "",
-        **what,
-        "decision": event.get("decision", ""),
-        "code": event.get("code", ""),
-        "reason": event.get("reason", ""),
-        "request_id": event.get("request_id", ""),
-        "session": session_link(event) if link_sessions else None,
-    }
+    if request:
+        verb, resource = _text(request.get("verb")), resource_of(request)
+        namespace, name = _text(request.get("namespace")), _text(request.get("name"))
+    else:  # the connector's own endpoints (`/v1/...`, the console): no Kubernetes request
+        verb, resource, namespace, name = _text(event.get("method")), _text(event.get("path")), "", ""
+    return AuditRow(
+        time=_text(event.get("time")),
+        user=_text(event.get("user")) or "-",
+        groups=", ".join(g for g in groups if isinstance(g, str)) if isinstance(groups, list) else "",
+        socket=_text(event.get("socket")),
+        verb=verb,
+        resource=resource,
+        namespace=namespace,
+        name=name,
+        decision=_text(event.get("decision")),
+        code=_text(event.get("code")),
+        reason=_text(event.get("reason")),
+        request_id=_text(event.get("request_id")),
+        session=session_link(event) if link_sessions else None,
+    )
 
 
 @console_page("audit")
