@@ -11,8 +11,9 @@ the whole log's).
 from __future__ import annotations
 
 import gzip
+import io
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
@@ -21,11 +22,15 @@ GZIP_MAGIC = b"\x1f\x8b"
 _ROTATED_SUFFIX = re.compile(r"\.(\d+)(\.gz)?")
 
 
-def open_log_file(path: str | Path) -> BinaryIO:
-    """The file's bytes, decompressed when it starts with the gzip magic (whatever its name)."""
+def is_gzip(path: str | Path) -> bool:
+    """Whether the file starts with the gzip magic (whatever its name)."""
     with open(path, "rb") as probe:
-        magic = probe.read(2)
-    if magic == GZIP_MAGIC:
+        return probe.read(2) == GZIP_MAGIC
+
+
+def open_log_file(path: str | Path) -> BinaryIO:
+    """The file's bytes, decompressed when it is gzip."""
+    if is_gzip(path):
         return gzip.open(path, "rb")  # type: ignore[return-value]
     return open(path, "rb")
 
@@ -54,3 +59,38 @@ def lines_from(path: Path, offset: int) -> Iterator[tuple[bytes, int]]:
         for line in stream:
             position += len(line)
             yield line, position
+
+
+def offset_before(path: Path, at_or_after: Callable[[bytes], bool | None]) -> int:
+    """In a plain (not gzip) file whose lines are in order, a line start shortly before the first line
+    for which `at_or_after(line)` is true, found by bisecting the file's bytes: a search for the last
+    hour of a big log starts near its end, not at its beginning. `at_or_after` returns None for a line
+    it cannot place (not an event); the probe then looks at the next line. The lines between the offset
+    and the first true one (at most `_BISECT_STOP` bytes) are for the caller to skip or filter."""
+    with open(path, "rb") as stream:
+        low, high = 0, stream.seek(0, io.SEEK_END)
+        while high - low > _BISECT_STOP:
+            middle = (low + high) // 2
+            stream.seek(middle)
+            stream.readline()  # the rest of the line `middle` falls in
+            verdict = None
+            for _ in range(_PROBE_LINES):
+                line = stream.readline()
+                if not line:
+                    break
+                verdict = at_or_after(line)
+                if verdict is not None:
+                    break
+            if verdict is False:
+                low = middle
+            else:
+                high = middle
+        if low == 0:
+            return 0
+        stream.seek(low)
+        stream.readline()
+        return stream.tell()
+
+
+_BISECT_STOP = 64 * 1024
+_PROBE_LINES = 100

@@ -151,3 +151,21 @@ def test_values_the_encoder_escaped_are_still_found_and_bad_lines_counted(tmp_pa
         found = search(files, AuditQuery(user=user), None, limit=10, byte_budget=1 << 30)
         assert [e["user"] for e in found.events] == [user]
     assert search(files, AuditQuery(), None, limit=10, byte_budget=1 << 30).malformed == 1
+
+
+def test_since_in_a_big_plain_file_starts_near_its_events_and_misses_none(tmp_path):
+    log = tmp_path / "audit.log"
+    events = [  # 6,000 events 100 ms apart, ~2 MB
+        event(i % 300, request_id=f"req-{i}", time=(NOW - dt.timedelta(seconds=(6000 - i) / 10)).isoformat())
+        for i in range(6000)
+    ]
+    events[-410]["time"] = events[-5]["time"]  # written 40 s out of time order: within ORDER_SLACK
+    log.write_bytes(b"not json\n" + lines(events[:3000]) + b"{}\n" + lines(events[3000:]))
+    size = log.stat().st_size
+    query = AuditQuery(since=dt.datetime.fromisoformat(events[-10]["time"]))
+    found = search(log_files(log), query, None, limit=1000, byte_budget=1 << 30)
+    assert [e["request_id"] for e in found.events] == ["req-5590"] + [f"req-{i}" for i in range(5990, 6000)]
+    assert found.bytes_read < 400 * 1024 < size  # a minute before `since` and the bisection's last step
+    everything = search(log_files(log), AuditQuery(since=NOW - dt.timedelta(days=1)), None, limit=10_000,
+                        byte_budget=1 << 30)  # fmt: skip
+    assert len(everything.events) == 6000 and everything.malformed == 1
