@@ -4,17 +4,11 @@ saved in the test's tmp dir (`console-*.png`)."""
 
 from __future__ import annotations
 
-import shutil
-from typing import Any
-
 import pytest
 
 from connector.console.render import PLAYER_SCRIPT
 from tests.integration.test_console import console_connector
-from tests.support.console import SESSION_ID, SESSION_OUTPUT, write_recording
-
-# Debian's package puts it on PATH; Playwright is pointed at it, so `playwright install` is never needed.
-CHROMIUM = shutil.which("chromium")
+from tests.support.console import CHROMIUM, SESSION_ID, SESSION_OUTPUT, signed_in_page, write_recording
 
 playwright_api = pytest.importorskip(
     "playwright.async_api", reason="playwright is not installed (requirements-dev.txt)"
@@ -28,20 +22,6 @@ pytestmark = [
         not PLAYER_SCRIPT.is_file(), reason="the session player is not built: `make console-player` builds it"
     ),
 ]
-
-
-async def signed_in_page(browser: Any, url: str, user: str, refused: list[str] | None = None, width: int = 1200) -> Any:
-    """A page of a new browser context, signed in to the console as `user` through the sandbox IdP;
-    the Content Security Policy violations it reports are added to `refused`."""
-    # The connector's CA is made per test run; the browser is told to accept it.
-    context = await browser.new_context(ignore_https_errors=True, viewport={"width": width, "height": 800})
-    page = await context.new_page()
-    if refused is not None:
-        page.on("console", lambda msg: refused.append(msg.text) if "Content Security Policy" in msg.text else None)
-    await page.goto(url + "/console/login")
-    await page.get_by_role("button", name=user).click()
-    await page.wait_for_url(url + "/console/")
-    return page
 
 
 async def test_alice_signs_in_lists_sessions_and_replays_one_and_carol_is_refused(tmp_path):

@@ -5,13 +5,17 @@ each page are saved in the test's tmp dir (`console-*.png`)."""
 
 from __future__ import annotations
 
+import pytest
+
 from tests.integration.test_console import console_connector
 from tests.integration.test_console_access_requests import APPROVERS, DELETE_POD, access_config, file_request
-from tests.integration.test_console_browser import (  # noqa: F401 (pytestmark: the same skips)
-    CHROMIUM,
-    playwright_api,
-    pytestmark,
-    signed_in_page,
+from tests.support.console import CHROMIUM, signed_in_page
+
+playwright_api = pytest.importorskip(
+    "playwright.async_api", reason="playwright is not installed (requirements-dev.txt)"
+)
+pytestmark = pytest.mark.skipif(
+    CHROMIUM is None, reason="Debian's chromium is not installed: `make chromium` installs it"
 )
 
 
