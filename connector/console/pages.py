@@ -25,6 +25,7 @@ from connector.audit.sessions_cli import (
     open_recording,
     parse_since,
 )
+from connector.console.audit_trail import console_call, record
 from connector.console.browser_sessions import COOKIE
 from connector.console.guard import CONSOLE_PATH, Viewer, console_context, console_page
 from connector.console.render import PLAYER_SCRIPT, message_page, page
@@ -40,6 +41,8 @@ async def home(request: web.Request, viewer: Viewer) -> web.StreamResponse:
 @console_page("signed_in")
 async def logout(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     await console_context(request).browser_sessions.drop(request.cookies.get(COOKIE, ""))
+    identity = viewer.session.identity
+    await record(console_call(request, identity), "allow", 200, f"console sign-out of {identity.user}")
     response = message_page(200, "Signed out", "you are signed out of the console", signin_link=True)
     response.del_cookie(COOKIE, path=CONSOLE_PATH)
     return response

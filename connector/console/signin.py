@@ -25,9 +25,12 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge
 
 from connector.authn.errors import AuthenticationError
 from connector.authn.oidc import OidcVerifier
+from connector.console.audit_trail import console_call, record
 from connector.console.browser_sessions import COOKIE, SIGNIN_COOKIE, SIGNIN_SECONDS
 from connector.console.guard import CONSOLE_PATH, console_context, set_cookie
 from connector.console.render import message_page, page
+from connector.identity import Identity
+from connector.proxy.handler import Call
 from connector.secrets import SecretError, resolve_secret
 
 log = logging.getLogger(__name__)
@@ -142,21 +145,18 @@ async def _exchange(request: web.Request, verifier: OidcVerifier, code: str, cod
     return id_token
 
 
-async def callback(request: web.Request) -> web.StreamResponse:
+async def _signed_in_identity(request: web.Request, call: Call) -> Identity:
+    """Who the issuer says completed this sign-in; SignInError with what to tell them otherwise."""
     ctx = console_context(request)
     query = request.query
     if "error" in query:
-        return message_page(
-            400, "Sign-in failed", f"the identity provider said: {query.get('error_description') or query['error']}"
-        )
+        raise SignInError(f"the identity provider said: {query.get('error_description') or query['error']}")
     pending = await ctx.browser_sessions.finish_signin(query.get("state", ""), request.cookies.get(SIGNIN_COOKIE, ""))
     if pending is None:
-        return message_page(
-            400, "Sign-in failed", "this sign-in link is unknown, used, expired or from another browser: sign in again"
-        )
+        raise SignInError("this sign-in link is unknown, used, expired or from another browser: sign in again")
     code = query.get("code", "")
     if not code:
-        return message_page(400, "Sign-in failed", "the identity provider sent no authorization code")
+        raise SignInError("the identity provider sent no authorization code")
     try:
         verifier = _verifier(request)
         id_token = await _exchange(request, verifier, code, pending.code_verifier)
@@ -164,15 +164,27 @@ async def callback(request: web.Request) -> web.StreamResponse:
         # Verified above; only the nonce is left to compare.
         if jwt.decode(id_token, options={"verify_signature": False}).get("nonce") != pending.nonce:
             raise SignInError("the id_token does not carry this sign-in's nonce")
-    except SignInError as exc:
-        return message_page(400, "Sign-in failed", str(exc))
     except AuthenticationError as exc:
         log.warning("console sign-in: id_token refused: %s", exc.detail)
-        return message_page(400, "Sign-in failed", f"the id_token was refused: {exc.public_message}")
+        call.error = exc.detail
+        raise SignInError(f"the id_token was refused: {exc.public_message}") from None
     except jwt.PyJWTError:
-        return message_page(400, "Sign-in failed", "the identity provider sent an id_token that is not a JWT")
-    session_id = await ctx.browser_sessions.create(identity)
+        raise SignInError("the identity provider sent an id_token that is not a JWT") from None
+    return identity
+
+
+async def callback(request: web.Request) -> web.StreamResponse:
+    """Finish a sign-in; both outcomes are audited (connector.console.audit_trail)."""
+    call = console_call(request)
+    try:
+        identity = await _signed_in_identity(request, call)
+    except SignInError as exc:
+        await record(call, "unauthenticated", 400, f"console sign-in failed: {exc}")
+        return message_page(400, "Sign-in failed", str(exc))
+    call.identity = identity
+    session_id = await console_context(request).browser_sessions.create(identity)
     log.info("console: %s signed in", identity.user)
+    await record(call, "allow", 200, f"console sign-in of {identity.user}")
     response = page("signed_in.html", user=None, signed_in_as=identity.user)
     set_cookie(response, COOKIE, session_id, path=CONSOLE_PATH)
     response.del_cookie(SIGNIN_COOKIE, path=CALLBACK_PATH)

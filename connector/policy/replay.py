@@ -12,14 +12,15 @@ or stdin, so memory does not grow with the log; a malformed line is counted with
 from __future__ import annotations
 
 import functools
-import gzip
+import io
 import json
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any
 
+from connector.audit.log_files import open_log_file
 from connector.identity import Identity
 from connector.kube.requestinfo import RequestInfo, parse_request_info
 from connector.policy.engine import PolicyEngine
@@ -86,14 +87,7 @@ def open_lines(name: str) -> Iterator[str]:
     if name == "-":
         yield from sys.stdin
         return
-    with open(name, "rb") as probe:
-        magic = probe.read(2)
-    stream: TextIO
-    if magic == b"\x1f\x8b":
-        stream = gzip.open(name, "rt", encoding="utf-8", errors="replace")
-    else:
-        stream = open(name, encoding="utf-8", errors="replace")
-    with stream:
+    with io.TextIOWrapper(open_log_file(name), encoding="utf-8", errors="replace") as stream:
         yield from stream
 
 

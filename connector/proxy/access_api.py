@@ -37,6 +37,7 @@ _TRUE = frozenset({"1", "true", "yes"})
 
 # access.approve, deny and revoke: (request, definitions, actor, now, reason) -> the changed request.
 Transition = Callable[[AccessRequest, Sequence[AccessRequestDefinition], Identity, dt.datetime, str], AccessRequest]
+TRANSITIONS: dict[str, Transition] = {"approve": access.approve, "deny": access.deny, "revoke": access.revoke}
 
 
 def _store(call: Call) -> AccessStore:
@@ -67,11 +68,11 @@ async def _body(call: Call, allowed: tuple[str, ...]) -> dict[str, str]:
     return data
 
 
-def _visible(request: AccessRequest, call: Call, identity: Identity) -> bool:
+def visible_to(request: AccessRequest, definitions: Sequence[AccessRequestDefinition], identity: Identity) -> bool:
     """The requester sees their own requests; an approver sees the requests they may decide on."""
     if request.requester == identity.user:
         return True
-    definition = next((d for d in call.ctx.access_requests if d.name == request.name), None)
+    definition = next((d for d in definitions if d.name == request.name), None)
     return definition is not None and definition.approvers.includes(identity.user, identity.groups)
 
 
@@ -144,7 +145,7 @@ async def list_requests(request: web.Request) -> web.StreamResponse:
         found = [
             r.view(now)
             for r in await asyncio.to_thread(store.list)
-            if _visible(r, call, identity)
+            if visible_to(r, call.ctx.access_requests, identity)
             and (not mine or r.requester == identity.user)
             and (not pending or r.state_at(now) == access.PENDING)
         ]
@@ -159,7 +160,7 @@ async def get_request(request: web.Request) -> web.StreamResponse:
         request_id = request.match_info["id"]
         call.access_request = request_id
         found = await asyncio.to_thread(_store(call).get, request_id)
-        if not _visible(found, call, identity):
+        if not visible_to(found, call.ctx.access_requests, identity):
             raise AccessRequestError(404, f"no access request {request_id}")
         call.reason = f"access request {request_id} read"
         return await _answer(call, 200, found.view(now))
@@ -167,28 +168,38 @@ async def get_request(request: web.Request) -> web.StreamResponse:
     return await _run(request, work)
 
 
-def _transition(action: str, apply: Transition) -> Callable[[web.Request], Any]:
+async def run_transition(
+    call: Call, identity: Identity, request_id: str, action: str, reason: str, now: dt.datetime
+) -> AccessRequest:
+    """Approve, deny or revoke one request, as this API and the console both do: the caller must see
+    it, connector.policy.access decides, the webhook hears of a change of state, a revoke ends the
+    streams the request allowed, and `call` carries the change for its audit event. A refusal is
+    AccessRequestError."""
+    apply = TRANSITIONS[action]
+    call.access_request = request_id
+    store, definitions = _store(call), call.ctx.access_requests
+    before: list[str] = []
+
+    def change(current: AccessRequest) -> AccessRequest:
+        if not visible_to(current, definitions, identity):
+            raise AccessRequestError(404, f"no access request {request_id}")
+        before[:] = [current.state_at(now)]  # the store may call this again on a conflict
+        return apply(current, definitions, identity, now, reason)
+
+    changed = await asyncio.to_thread(store.update, request_id, change)
+    if changed.state_at(now) not in before:  # one approval of several required changes no state
+        _notify(call, changed.state_at(now), changed, now, identity, reason)
+    call.ctx.granted_streams.changed()  # a revoke ends the streams it allowed now
+    call.access_change = _change_record(action, changed, now, reason)
+    call.reason = f"access request {request_id}: {action} by {identity.user}, now {changed.state_at(now)}"
+    return changed
+
+
+def _transition(action: str) -> Callable[[web.Request], Any]:
     async def handler(request: web.Request) -> web.StreamResponse:
         async def work(call: Call, identity: Identity, now: dt.datetime) -> web.Response:
-            request_id = request.match_info["id"]
-            call.access_request = request_id
-            store, definitions = _store(call), call.ctx.access_requests
             reason = (await _body(call, ("reason",))).get("reason", "").strip()
-
-            before: list[str] = []
-
-            def change(current: AccessRequest) -> AccessRequest:
-                if not _visible(current, call, identity):
-                    raise AccessRequestError(404, f"no access request {request_id}")
-                before[:] = [current.state_at(now)]  # the store may call this again on a conflict
-                return apply(current, definitions, identity, now, reason)
-
-            changed = await asyncio.to_thread(store.update, request_id, change)
-            if changed.state_at(now) not in before:  # one approval of several required changes no state
-                _notify(call, changed.state_at(now), changed, now, identity, reason)
-            call.ctx.granted_streams.changed()  # a revoke ends the streams it allowed now
-            call.access_change = _change_record(action, changed, now, reason)
-            call.reason = f"access request {request_id}: {action} by {identity.user}, now {changed.state_at(now)}"
+            changed = await run_transition(call, identity, request.match_info["id"], action, reason, now)
             return await _answer(call, 200, changed.view(now))
 
         return await _run(request, work)
@@ -200,6 +211,5 @@ def add_routes(app: web.Application) -> None:
     app.router.add_post(PREFIX, create_request)
     app.router.add_get(PREFIX, list_requests)
     app.router.add_get(PREFIX + "/{id}", get_request)
-    app.router.add_post(PREFIX + "/{id}/approve", _transition("approve", access.approve))
-    app.router.add_post(PREFIX + "/{id}/deny", _transition("deny", access.deny))
-    app.router.add_post(PREFIX + "/{id}/revoke", _transition("revoke", access.revoke))
+    for action in TRANSITIONS:
+        app.router.add_post(f"{PREFIX}/{{id}}/{action}", _transition(action))

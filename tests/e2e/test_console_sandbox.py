@@ -1,16 +1,25 @@
 """The sandbox's console, as its tour prints it: alice (platform-admins) signs in through the sandbox
-IdP and sees the recorded sessions; carol, with no console rights, gets the 403 page. The connector
-runs `serve` with its default workers, so the sign-in and the pages reach different workers."""
+IdP and sees the recorded sessions; carol, with no console rights, gets the 403 page; alice finds
+bob's denied delete in the audit page and approves the request bob files with the tour's command,
+in headless Chromium.
+The connector runs `serve` with its default workers, so the sign-in and the pages reach different
+workers."""
 
 from __future__ import annotations
 
+import json
 import ssl
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.support.console import browser, sign_in
-from tests.support.sandbox_process import SandboxProcess
+from sandbox.world import PROD_SOCKET
+from tests.e2e.test_tour import _tour_commands
+from tests.e2e.test_tour_access import BOB, run, with_id
+from tests.support.console import CHROMIUM, browser, sign_in, signed_in_page
+from tests.support.sandbox_process import Kubectl, SandboxProcess
 
 pytestmark = [pytest.mark.e2e]
 
@@ -33,3 +42,50 @@ async def test_the_tours_console_signs_alice_in_and_refuses_carol(
         assert status == 200, page
         async with session.get(url + "/console/sessions") as resp:
             assert resp.status == 403, await resp.text()
+
+
+async def test_alice_finds_bobs_denied_delete_and_approves_his_request_in_the_browser(
+    sandbox_process: SandboxProcess, sandbox: dict[str, Any], kubectl: Callable[..., Kubectl], tmp_path: Path
+) -> None:
+    """In headless Chromium (Playwright); screenshots of both pages in the test's tmp dir."""
+    playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is not installed")
+    if CHROMIUM is None:
+        pytest.skip("Debian's chromium is not installed: `make chromium` installs it")
+    url = sandbox["connector"]["url"]
+    request, _, _, revoke = _tour_commands(sandbox_process)["python"][2:]
+    denied = kubectl("1.33").run("delete", "pod", "-n", "default", "--all", context=f"bob@{PROD_SOCKET}")
+    assert denied.returncode == 1 and "Forbidden" in denied.stderr, denied.stderr
+    filed = run([*(a for a in request if a != "--wait"), "--output", "json"])
+    assert filed.returncode == 0, filed.stderr
+    request_id = json.loads(filed.stdout)["id"]
+    try:
+        async with playwright_api.async_playwright() as pw:
+            browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox"])
+            try:
+                refused: list[str] = []
+                page = await signed_in_page(browser, url, "alice", refused, width=1400)
+                await page.get_by_role("link", name="Audit").first.click()
+                await page.get_by_label("User").fill(BOB)
+                await page.get_by_label("Verb").fill("delete")
+                await page.get_by_label("Decision").select_option("deny")
+                await page.get_by_role("button", name="Search").click()
+                await page.get_by_text("event(s) on this page").wait_for()
+                rows = page.locator("table.audit tbody tr")
+                assert await rows.count() > 0
+                assert "delete pods -n default" in await rows.first.inner_text()
+                await page.screenshot(path=tmp_path / "console-audit.png")
+
+                await page.get_by_role("link", name="Access requests").first.click()
+                pending = page.locator(f"table.pending #request-{request_id}")
+                await pending.get_by_label("Approve reason").fill("ok")
+                await pending.get_by_role("button", name="Approve").click()
+                await page.get_by_text(f"Approval recorded: access request {request_id} (prod-break-glass").wait_for()
+                assert f"{BOB}" in await page.locator(f"table.approved #request-{request_id}").inner_text()
+                await page.screenshot(path=tmp_path / "console-access-request-approved.png")
+                assert refused == [], refused
+            finally:
+                await browser.close()
+    finally:
+        # The other tests expect bob without a grant.
+        revoked = run(with_id(revoke, request_id))
+        assert revoked.returncode == 0, revoked.stderr

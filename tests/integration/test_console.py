@@ -28,11 +28,19 @@ def _console_config(issuer_url: str, tmp: Path, **console: Any) -> dict[str, Any
 
 
 @asynccontextmanager
-async def console_connector(tmp: Path, **console: Any) -> AsyncIterator[ProxyHarness]:
-    """A connector with the console on, alice a reviewer, its redirect URI registered with a running IdP."""
+async def console_connector(
+    tmp: Path,
+    *,
+    policies: list[dict[str, Any]] | None = None,
+    config: dict[str, Any] | None = None,
+    **console: Any,
+) -> AsyncIterator[ProxyHarness]:
+    """A connector with the console on, its redirect URI registered with a running IdP: by default alice
+    is a reviewer of sessions; `policies` replaces the reviewers policy, `config` adds config keys."""
     async with running_issuer() as issuer:
-        config = _console_config(issuer.url, tmp, **console)
-        async with ProxyHarness(tmp, policies=[*DEFAULT_POLICIES, REVIEWERS], config=config) as h:
+        full = {**_console_config(issuer.url, tmp, **console), **(config or {})}
+        reviewers = [REVIEWERS] if policies is None else policies
+        async with ProxyHarness(tmp, policies=[*DEFAULT_POLICIES, *reviewers], config=full) as h:
             register_console(issuer, h.url)
             yield h
 

@@ -4,16 +4,11 @@ saved in the test's tmp dir (`console-*.png`)."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from connector.console.render import PLAYER_SCRIPT
 from tests.integration.test_console import console_connector
-from tests.support.console import SESSION_ID, SESSION_OUTPUT, write_recording
-
-# Debian's package puts it on PATH; Playwright is pointed at it, so `playwright install` is never needed.
-CHROMIUM = shutil.which("chromium")
+from tests.support.console import CHROMIUM, SESSION_ID, SESSION_OUTPUT, signed_in_page, write_recording
 
 playwright_api = pytest.importorskip(
     "playwright.async_api", reason="playwright is not installed (requirements-dev.txt)"
@@ -36,15 +31,8 @@ async def test_alice_signs_in_lists_sessions_and_replays_one_and_carol_is_refuse
         write_recording(tmp_path / "recordings")
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox"])
         try:
-            # The connector's CA is made per test run; the browser is told to accept it.
-            alice = await browser.new_context(ignore_https_errors=True, viewport={"width": 1200, "height": 800})
-            page = await alice.new_page()
             refused: list[str] = []
-            page.on("console", lambda msg: refused.append(msg.text) if "Content Security Policy" in msg.text else None)
-
-            await page.goto(h.url + "/console/login")
-            await page.get_by_role("button", name="alice").click()
-            await page.wait_for_url(h.url + "/console/")
+            page = await signed_in_page(browser, h.url, "alice", refused)
             await page.get_by_text("Signed in as").wait_for()
             assert "alice@example.com" in await page.content()
             await page.screenshot(path=shots / "console-home.png")
@@ -60,11 +48,7 @@ async def test_alice_signs_in_lists_sessions_and_replays_one_and_carol_is_refuse
             await page.screenshot(path=shots / "console-session.png")
             assert refused == [], refused
 
-            carol = await browser.new_context(ignore_https_errors=True)
-            page = await carol.new_page()
-            await page.goto(h.url + "/console/login")
-            await page.get_by_role("button", name="carol").click()
-            await page.wait_for_url(h.url + "/console/")
+            page = await signed_in_page(browser, h.url, "carol")
             await page.get_by_role("heading", name="Forbidden").wait_for()
             assert "carol@example.com may not use the console" in await page.content()
             await page.screenshot(path=shots / "console-forbidden.png")

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import ssl
 from html import unescape
 from http.cookies import SimpleCookie
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 
 from sandbox.oidc import OidcIssuer
 
+# Debian's package puts it on PATH; Playwright is pointed at it, so `playwright install` is never needed.
+CHROMIUM = shutil.which("chromium")
 SESSION_ID = "c0ffee00-1111-2222-3333-444455556666"
 SESSION_OUTPUT = "hello from the pod"
 _HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
@@ -73,3 +77,17 @@ def write_recording(directory: Path) -> bytes:
             + json.dumps([0.2, "m", "exit status 0"]) + "\n").encode()  # fmt: skip
     (directory / f"{SESSION_ID}.cast").write_bytes(body)
     return body
+
+
+async def signed_in_page(browser: Any, url: str, user: str, refused: list[str] | None = None, width: int = 1200) -> Any:
+    """A page of a new context of a Playwright browser, signed in to the console as `user` through the
+    sandbox IdP; the Content Security Policy violations it reports are added to `refused`."""
+    # The connector's CA is made per run; the browser is told to accept it.
+    context = await browser.new_context(ignore_https_errors=True, viewport={"width": width, "height": 800})
+    page = await context.new_page()
+    if refused is not None:
+        page.on("console", lambda msg: refused.append(msg.text) if "Content Security Policy" in msg.text else None)
+    await page.goto(url + "/console/login")
+    await page.get_by_role("button", name=user).click()
+    await page.wait_for_url(url + "/console/")
+    return page
