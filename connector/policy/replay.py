@@ -22,8 +22,11 @@ from typing import Any, TextIO
 
 from connector.identity import Identity
 from connector.kube.requestinfo import RequestInfo, parse_request_info
+from connector.policy import access
+from connector.policy.access_model import AccessRequestDefinition
 from connector.policy.engine import PolicyEngine
 from connector.policy.model import Policy
+from connector.policy.replay_grants import GrantLedger
 from connector.proxy.handler import SOCKETS_PREFIX, Refusal, split_socket_path
 from connector.proxy.reviews import SELF_REVIEW, review_kind
 
@@ -47,6 +50,7 @@ class AuditedRequest:
     decision: str
     policy: str | None
     info: RequestInfo
+    access_request: str | None = None  # the grant the logged allow depended on
 
 
 @dataclass
@@ -56,6 +60,8 @@ class ReadStats:
     skipped: int = 0  # refused before policy, or filtered out
     malformed: list[str] = field(default_factory=list)
     malformed_count: int = 0
+    approvals: int = 0  # access requests approved in the log
+    unknown_grants: int = 0  # allows that named an access request the log does not show approved
 
     def bad(self, where: str, why: str) -> None:
         self.malformed_count += 1
@@ -97,15 +103,23 @@ def open_lines(name: str) -> Iterator[str]:
         yield from stream
 
 
-def read_requests(names: list[str], stats: ReadStats, filters: Filters) -> Iterator[AuditedRequest]:
-    """The decided requests of the audit files, in order; everything else is counted in `stats`."""
+def read_requests(
+    names: list[str], stats: ReadStats, filters: Filters, ledger: GrantLedger | None = None
+) -> Iterator[AuditedRequest]:
+    """The decided requests of the audit files, in order; everything else is counted in `stats`.
+
+    With a `ledger`, the access-request changes of the log are handed to it as they are read, whatever
+    the filters (a grant approved before `--since` or by another user still applies)."""
     for name in names:
         for number, line in enumerate(open_lines(name), 1):
             if not line.strip():
                 continue
             stats.events += 1
             try:
-                req = parse_event(json.loads(line))
+                event = json.loads(line)
+                if ledger is not None and isinstance(event, dict) and event.get("access_change") is not None:
+                    stats.approvals += ledger.observe(event, _event_time(event))
+                req = parse_event(event)
             except (ValueError, TypeError, KeyError, Refusal) as exc:
                 stats.bad(f"{name}:{number}", _why(exc))
                 continue
@@ -113,6 +127,8 @@ def read_requests(names: list[str], stats: ReadStats, filters: Filters) -> Itera
                 stats.skipped += 1
                 continue
             stats.decided += 1
+            if ledger is not None and req.access_request is not None and not ledger.knows(req.access_request):
+                stats.unknown_grants += 1
             yield req
 
 
@@ -129,9 +145,7 @@ def parse_event(event: Any) -> AuditedRequest | None:
     if "socket" not in event and not raw_path.startswith(SOCKETS_PREFIX):
         return None  # a connector endpoint (`/v1/sockets`, the login API), not a Kubernetes request
     socket, path = split_socket_path(raw_path)
-    when = datetime.fromisoformat(event["time"])
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
+    when = _event_time(event)
     groups = event.get("groups", [])
     if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
         raise ValueError("groups must be a list of strings")
@@ -148,7 +162,20 @@ def parse_event(event: Any) -> AuditedRequest | None:
         decision=decision,
         policy=event.get("policy"),
         info=_parsed(method, path, query),
+        access_request=_access_request(event),
     )
+
+
+def _access_request(event: Mapping[str, Any]) -> str | None:
+    found = event.get("access_request")
+    if found is not None and not isinstance(found, str):
+        raise ValueError("access_request must be a string")
+    return found
+
+
+def _event_time(event: Mapping[str, Any]) -> datetime:
+    when = datetime.fromisoformat(event["time"])
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when
 
 
 # A log repeats the same few thousand requests: parse each once. parse_request_info is pure.
@@ -169,22 +196,42 @@ class Outcome:
 
 
 class Decider:
-    """An engine plus the socket tags of its config: decides an audited request as the proxy would.
+    """An engine plus the socket tags and access-request definitions of its config: decides an audited
+    request as the proxy would, with the grants the log's `ledger` holds for the caller at the request's
+    time, as this config's definitions grant them.
 
     A decision depends on the time and the source IP only through policy conditions, so identical
-    (identity, socket, method, path, query) keys are decided once and cached (bounded), with the
-    source IP in the key when some policy has `source_ips` and the event's exact time when some
+    (identity, socket, method, path, query, grants) keys are decided once and cached (bounded), with
+    the source IP in the key when some policy has `source_ips` and the event's exact time when some
     policy has a time condition (`time`, `not_before`, `not_after`)."""
 
-    def __init__(self, engine: PolicyEngine, socket_tags: Mapping[str, Mapping[str, str]], policies: Sequence[Policy]):
+    def __init__(
+        self,
+        engine: PolicyEngine,
+        socket_tags: Mapping[str, Mapping[str, str]],
+        policies: Sequence[Policy],
+        definitions: Sequence[AccessRequestDefinition] = (),
+        ledger: GrantLedger | None = None,
+    ):
         self._engine = engine
         self._tags = socket_tags
+        self._definitions = definitions
+        self._ledger = ledger if definitions else None
         conditions = [p.conditions for p in policies]
         self._by_ip = any(c.source_ips is not None for c in conditions)
         self._by_time = any(c.time is not None or c.not_before or c.not_after for c in conditions)
         self._cache: dict[tuple[Any, ...], Outcome] = {}
 
+    def grants(self, req: AuditedRequest, identity: Identity) -> dict[str, str]:
+        """Policy name -> access request id, as `caller_grants` gives the proxy, from the log's grants."""
+        if self._ledger is None:
+            return {}
+        held = self._ledger.requests_of(req.user)
+        return access.grants_for(held, self._definitions, identity, req.time) if held else {}
+
     def decide(self, req: AuditedRequest) -> Outcome:
+        identity = Identity(user=req.user, groups=req.groups)
+        grants = self.grants(req, identity)
         key = (
             req.user,
             req.groups,
@@ -194,11 +241,11 @@ class Decider:
             req.query,
             req.source_ip if self._by_ip else None,
             req.time if self._by_time else None,
+            tuple(sorted(grants.items())) if grants else None,
         )
         found = self._cache.get(key)
         if found is not None:
             return found
-        identity = Identity(user=req.user, groups=req.groups)
         tags = self._tags.get(req.socket, {})
         kind = review_kind(req.info)
         if kind is not None:
@@ -206,7 +253,7 @@ class Decider:
             # every authenticated caller, the access reviews for anyone who may use the socket
             # (connector/proxy/handler.py). Decide it the same way.
             usable = kind == SELF_REVIEW or self._engine.may_use_socket(
-                identity, req.socket, tags, req.source_ip, req.time
+                identity, req.socket, tags, req.source_ip, req.time, grants=grants
             )
             reason = (
                 "a self-review, answered by the connector"
@@ -215,7 +262,7 @@ class Decider:
             )
             outcome = Outcome(usable, None, reason)
         else:
-            d = self._engine.decide(identity, req.socket, tags, req.info, req.source_ip, req.time)
+            d = self._engine.decide(identity, req.socket, tags, req.info, req.source_ip, req.time, grants=grants)
             outcome = Outcome(d.allowed, d.policy, d.reason)
         if len(self._cache) >= 65536:
             self._cache.clear()
@@ -340,4 +387,6 @@ def summary(result: ReplayResult) -> dict[str, Any]:
         "malformed": s.malformed_count,
         "newly_allowed": result.newly_allowed,
         "newly_denied": result.newly_denied,
+        "access_requests_approved": s.approvals,
+        "allowed_under_unknown_access_requests": s.unknown_grants,
     }
