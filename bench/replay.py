@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         best = float("inf")
         changed = 0
         for _ in range(args.rounds):
-            decider = Decider(PolicyEngine(policies), tags, policies)
+            decider = Decider(PolicyEngine(policies), tags)
             stats = ReadStats()
             t0 = time.perf_counter()
             result = replay(read_requests([str(log)], stats, Filters()), stats, decider, None)

@@ -63,7 +63,7 @@ def _read_filters(args: argparse.Namespace) -> Filters:
 
 def _decider(config: str, ledger: GrantLedger) -> Decider:
     loaded, tags = load_policy_file(config, "replay")
-    return Decider(PolicyEngine(loaded.policies), tags, loaded.policies, loaded.access_requests, ledger)
+    return Decider(PolicyEngine(loaded.policies), tags, loaded.access_requests, ledger)
 
 
 def _report_malformed(stats: ReadStats, command: str) -> None:
@@ -106,7 +106,6 @@ def replay_command(args: argparse.Namespace) -> int:
             f"{s['decided']} requests replayed ({s['events']} events, {s['skipped']} skipped, "
             f"{s['malformed']} malformed): {s['newly_allowed']} newly allowed, {s['newly_denied']} newly denied"
         )
-
     return EXIT_CHANGED if result.changed else EXIT_SAME
 
 
