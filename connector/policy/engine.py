@@ -97,20 +97,52 @@ def _compile(index: int, policy: Policy) -> _CompiledPolicy:
     )
 
 
-class CandidateSet:
-    """The policies naming one caller and one socket, with their rules indexed by request shape, for
-    deciding many requests of that caller fast (`policy replay` decides millions).
+# Policy index -> the rules of that policy that may allow a request of one shape (None: any request).
+_Allowers = dict[int, tuple[CompiledRule, ...] | None]
 
-    `allowing` gives exactly what `PolicyEngine.decide` reports for an allow without grants, or None
-    for a denial, but not the denial's reason: the policies that could allow a request of a shape
-    (`request_shape`: verb, API group, resource, or the path of a URL) are looked up once per shape,
-    so a decision only checks the namespace, name and conditions of those few, in file order."""
 
-    __slots__ = ("_by_shape", "_policies")
+class _ShapeIndex:
+    """For each request shape (`request_shape`: verb, API group, resource, or the path of a URL), the
+    policies that could allow a request of that shape without grants, with the rules that could:
+    worked out once per shape over all policies, since a log holds few shapes (bounded all the same:
+    shapes of non-resource requests come from paths)."""
 
     def __init__(self, policies: Sequence[_CompiledPolicy]):
         # Without grants, grant_only policies never apply and policies without `kubernetes` allow nothing.
         self._policies = tuple(p for p in policies if p.kubernetes and not p.grant_only)
+        self._by_shape: dict[tuple[str, ...], _Allowers] = {}
+
+    def allowers(self, info: RequestInfo, shape: tuple[str, ...]) -> _Allowers:
+        found = self._by_shape.get(shape)
+        if found is None:
+            verb, discovery = effective_verb(info), is_discovery(info)
+            found = {}
+            for policy in self._policies:
+                if discovery or policy.rules is None:
+                    found[policy.index] = None
+                else:
+                    rules = policy.rules.kind_matches(info, verb)
+                    if rules:
+                        found[policy.index] = rules
+            if len(self._by_shape) >= _CACHE_LIMIT:
+                self._by_shape.clear()
+            self._by_shape[shape] = found
+        return found
+
+
+class CandidateSet:
+    """The policies naming one caller and one socket, for deciding many requests of that caller fast
+    (`policy replay` decides millions).
+
+    `allowing` gives exactly what `PolicyEngine.decide` reports for an allow without grants, or None
+    for a denial, but not the denial's reason: the candidates that could allow a request of its shape
+    are looked up once per shape, so a decision checks only the namespace, name and conditions of
+    those few, in file order."""
+
+    __slots__ = ("_by_shape", "_ids", "_index", "_policies")
+
+    def __init__(self, ids: frozenset[int], policies: tuple[_CompiledPolicy, ...], index: _ShapeIndex):
+        self._ids, self._policies, self._index = ids, policies, index
         self._by_shape: dict[tuple[str, ...], tuple[tuple[_CompiledPolicy, tuple[CompiledRule, ...] | None], ...]] = {}
 
     def allowing(
@@ -120,35 +152,23 @@ class CandidateSet:
         `request_shape(info)`, which callers deciding the same request often compute once."""
         entries = self._by_shape.get(shape)
         if entries is None:
-            entries = self._index(info, shape)
-            if len(self._by_shape) >= _CACHE_LIMIT:  # shapes of non-resource requests come from paths
+            allowers = self._index.allowers(info, shape)
+            entries = tuple((self._policies[i], allowers[i]) for i in sorted(self._ids & allowers.keys()))
+            if len(self._by_shape) >= _CACHE_LIMIT:
                 self._by_shape.clear()
             self._by_shape[shape] = entries
         for policy, rules in entries:
             rule_index = None
             if rules is not None:
-                rule = next((r for r in rules if r.matches_object(info)), None)
-                if rule is None:
+                for rule in rules:
+                    if rule.matches_object(info):
+                        rule_index = rule.index
+                        break
+                else:
                     continue
-                rule_index = rule.index
             if policy.conditions is None or policy.conditions.failure(source_ip, now) is None:
                 return policy.name, rule_index
         return None
-
-    def _index(
-        self, info: RequestInfo, shape: tuple[str, ...]
-    ) -> tuple[tuple[_CompiledPolicy, tuple[CompiledRule, ...] | None], ...]:
-        """Each policy that may allow requests of this shape, with the rules that may (None: all of them)."""
-        discovery = is_discovery(info)
-        entries: list[tuple[_CompiledPolicy, tuple[CompiledRule, ...] | None]] = []
-        for policy in self._policies:
-            if discovery or policy.rules is None:
-                entries.append((policy, None))
-            else:
-                rules = policy.rules.kind_matches(info, shape)
-                if rules:
-                    entries.append((policy, rules))
-        return tuple(entries)
 
 
 def is_discovery(info: RequestInfo) -> bool:
@@ -190,6 +210,7 @@ class PolicyEngine:
         self._subject_cache: dict[tuple[str, tuple[str, ...]], frozenset[int]] = {}
         self._socket_cache: dict[tuple[str, frozenset[tuple[str, str]]], frozenset[int]] = {}
         self._candidate_sets: dict[frozenset[int], CandidateSet] = {}
+        self._shape_index: _ShapeIndex | None = None  # made on first use: the proxy never needs it
 
     @property
     def policy_names(self) -> tuple[str, ...]:
@@ -335,9 +356,11 @@ class PolicyEngine:
         ids = self._subject_ids(identity) & self._socket_ids(socket_name, socket_tags)
         found = self._candidate_sets.get(ids)
         if found is None:
+            if self._shape_index is None:
+                self._shape_index = _ShapeIndex(self._policies)
             if len(self._candidate_sets) >= _CACHE_LIMIT:
                 self._candidate_sets.clear()
-            found = self._candidate_sets[ids] = CandidateSet([self._policies[i] for i in sorted(ids)])
+            found = self._candidate_sets[ids] = CandidateSet(ids, self._policies, self._shape_index)
         return found
 
     def _candidates(

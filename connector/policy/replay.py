@@ -132,7 +132,7 @@ def read_requests(
             stats.events += 1
             try:
                 if ledger is not None and isinstance(event, dict) and event.get("access_change") is not None:
-                    stats.approvals += ledger.observe(event, _event_time(event))
+                    stats.approvals += ledger.observe(event, _event_time(event["time"]))
                 req = parse_event(event)
             except (ValueError, TypeError, KeyError, Refusal) as exc:
                 stats.bad(f"{name}:{number}", _why(exc))
@@ -154,8 +154,12 @@ def parse_event(event: Any) -> AuditedRequest | None:
     if decision not in DECIDED or event.get("stage") == "ResponseStarted":
         return None
     method, raw_path, query, user = event["method"], event["path"], event.get("query", ""), event["user"]
+    when, access_request = event["time"], event.get("access_request")
+    # `type(...) is str` rather than isinstance: this runs for every line, and JSON gives exact types.
     if not (type(method) is str and type(raw_path) is str and type(query) is str and type(user) is str):
         raise ValueError("method, path, query, user and time must be strings")
+    if access_request is not None and type(access_request) is not str:
+        raise ValueError("access_request must be a string")
     if "socket" not in event and not raw_path.startswith(SOCKETS_PREFIX):
         return None  # a connector endpoint (`/v1/sockets`, the login API), not a Kubernetes request
     socket, path = split_socket_path(raw_path)
@@ -171,13 +175,13 @@ def parse_event(event: Any) -> AuditedRequest | None:
         path,
         query,
         str(event.get("source_ip", "")),
-        _event_time(event),
+        _event_time(when),
         decision,
         event.get("policy"),
         info,
         shape,
         review,
-        _access_request(event),
+        access_request,
     )
 
 
@@ -202,15 +206,7 @@ def _group_tuple(groups: Any) -> tuple[str, ...]:
     return found
 
 
-def _access_request(event: Mapping[str, Any]) -> str | None:
-    found = event.get("access_request")
-    if found is not None and not isinstance(found, str):
-        raise ValueError("access_request must be a string")
-    return found
-
-
-def _event_time(event: Mapping[str, Any]) -> datetime:
-    text = event["time"]
+def _event_time(text: Any) -> datetime:
     if type(text) is not str:
         raise ValueError("method, path, query, user and time must be strings")
     when = datetime.fromisoformat(text)
@@ -262,6 +258,7 @@ class Decider:
         self._definitions = definitions
         self._ledger = ledger if definitions else None
         self._sets: dict[tuple[str, tuple[str, ...], str], CandidateSet] = {}
+        self._allowed: dict[str, Outcome] = {}  # one Outcome per allowing policy, not one per request
 
     def grants(self, req: AuditedRequest) -> dict[str, str]:
         """Policy name -> access request id, as `caller_grants` gives the proxy, from the log's grants."""
@@ -286,7 +283,12 @@ class Decider:
                 identity, req.socket, self._tags.get(req.socket, {})
             )
         allowed = candidates.allowing(req.info, req.shape, req.source_ip, req.time)
-        return _DENIED if allowed is None else Outcome(True, allowed[0], None)
+        if allowed is None:
+            return _DENIED
+        outcome = self._allowed.get(allowed[0])
+        if outcome is None:
+            outcome = self._allowed[allowed[0]] = Outcome(True, allowed[0], None)
+        return outcome
 
     def explain(self, req: AuditedRequest) -> Outcome:
         """The decision with its reason, as the proxy would give it."""

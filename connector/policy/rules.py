@@ -20,7 +20,6 @@ from connector.policy.model import NON_RESOURCE_VERBS, PRIVILEGED_VERBS, RESOURC
 # Streams into a pod are `create` whatever the HTTP method, as the apiserver's websocket upgrade
 # check does: kubectl >= 1.30 opens exec with a GET, which must not make `get` enough.
 CREATE_SUBRESOURCES = frozenset({"exec", "attach", "portforward"})
-_SHAPES_REMEMBERED = 1024
 _STAR_VERBS_UNPRIVILEGED = [v for v in RESOURCE_VERBS if v not in PRIVILEGED_VERBS]
 
 
@@ -202,7 +201,6 @@ class RuleSet:
         self.rules = tuple(CompiledRule.compile(i, r) for i, r in enumerate(rules))
         verbs = {*RESOURCE_VERBS, *NON_RESOURCE_VERBS, ""}
         self._by_verb = {v: tuple(r for r in self.rules if r.verb_ok(v)) for v in verbs}
-        self._by_shape: dict[tuple[str, ...], tuple[CompiledRule, ...]] = {}
 
     def __len__(self) -> int:
         return len(self.rules)
@@ -219,18 +217,10 @@ class RuleSet:
         """The first `requires_approval` rule that would allow the request once approved."""
         return next((r for r in self._matching(info, verb) if r.rule.requires_approval), None)
 
-    def kind_matches(self, info: RequestInfo, shape: tuple[str, ...]) -> tuple[CompiledRule, ...]:
+    def kind_matches(self, info: RequestInfo, verb: str) -> tuple[CompiledRule, ...]:
         """The rules, in file order and without `requires_approval` ones, that allow this verb on this
-        request's kind (`CompiledRule.matches_kind`): the same for every request of one `request_shape`,
-        so remembered per shape (a bounded number: shapes of non-resource requests come from paths)."""
-        found = self._by_shape.get(shape)
-        if found is None:
-            verb = effective_verb(info)
-            found = tuple(r for r in self._for_verb(verb) if not r.rule.requires_approval and r.matches_kind(info))
-            if len(self._by_shape) >= _SHAPES_REMEMBERED:
-                self._by_shape.clear()
-            self._by_shape[shape] = found
-        return found
+        request's kind (`CompiledRule.matches_kind`): the same for every request of one `request_shape`."""
+        return tuple(r for r in self._for_verb(verb) if not r.rule.requires_approval and r.matches_kind(info))
 
     def _for_verb(self, verb: str) -> tuple[CompiledRule, ...]:
         candidates = self._by_verb.get(verb)
