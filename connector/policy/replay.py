@@ -131,7 +131,7 @@ def read_requests(
                 continue
             stats.events += 1
             try:
-                if ledger is not None and isinstance(event, dict) and event.get("access_change") is not None:
+                if ledger is not None and type(event) is dict and event.get("access_change") is not None:
                     stats.approvals += ledger.observe(event, _event_time(event["time"]))
                 req = parse_event(event)
             except (ValueError, TypeError, KeyError, Refusal) as exc:
@@ -148,7 +148,7 @@ def read_requests(
 
 def parse_event(event: Any) -> AuditedRequest | None:
     """One audit event as a request to decide again, or None when it was not decided by policy."""
-    if not isinstance(event, dict):
+    if type(event) is not dict:
         raise ValueError("not a JSON object")
     decision = event["decision"]
     if decision not in DECIDED or event.get("stage") == "ResponseStarted":
