@@ -87,7 +87,7 @@ def _check(args: argparse.Namespace) -> int:
             raise UsageError(f"--source-ip {args.source_ip!r} is not an IP address") from None
     now = parse_time(args.at, "--at") if args.at else datetime.now(UTC)
 
-    policies, _ = load_policy_file(args.config, "check")
+    policies = load_policy_file(args.config, "check")[0].policies
 
     info = parse_request_info(method, path, query)
     identity = Identity(user=args.user, groups=tuple(args.group))

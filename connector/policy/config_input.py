@@ -8,33 +8,42 @@ import sys
 from datetime import datetime
 from typing import Any
 
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, model_validator
 
 from connector.configfile import load_model, parse_yaml, read_config_text
 from connector.model import StrictModel
+from connector.policy.access_model import AccessRequestList, check_grants
 from connector.policy.model import PolicyList
 
 
 class PolicyFile(StrictModel):
-    """The `policies` key of a connector config; the other keys are not these commands' business."""
+    """The `policies` and `access_requests` keys of a connector config, checked against each other as
+    the connector checks them; the other keys are not these commands' business."""
 
     model_config = ConfigDict(extra="ignore", frozen=True)
 
     policies: PolicyList = Field(default_factory=list)
+    access_requests: AccessRequestList = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _grants_resolve(self) -> PolicyFile:
+        check_grants(self.policies, self.access_requests)
+        return self
 
 
 class UsageError(Exception):
     """Bad input on the command line: printed on stderr, exit code 2."""
 
 
-def load_policy_file(config: str, command: str) -> tuple[PolicyList, dict[str, dict[str, str]]]:
-    """The policies of a config file (a warning on stderr when it has none: nothing is allowed) and the
-    `tags` of each socket it declares (sockets found by discovery have none here); read once."""
+def load_policy_file(config: str, command: str) -> tuple[PolicyFile, dict[str, dict[str, str]]]:
+    """The policies and access-request definitions of a config file (a warning on stderr when it has no
+    policies: nothing is allowed) and the `tags` of each socket it declares (sockets found by discovery
+    have none here); read once."""
     text = read_config_text(config)
     data = parse_yaml(text, config)
     if not isinstance(data, dict) or "policies" not in data:
         print(f"policy {command}: warning: {config} has no `policies` key, so nothing is allowed", file=sys.stderr)
-    return load_model(PolicyFile, text, config).policies, _socket_tags(data)
+    return load_model(PolicyFile, text, config), _socket_tags(data)
 
 
 def _socket_tags(data: Any) -> dict[str, dict[str, str]]:

@@ -66,9 +66,7 @@ class NameMatcher:
         )
 
     def __call__(self, value: str) -> bool:
-        if self.match_all or value in self.exact:
-            return True
-        return any(value.startswith(p) for p in self.prefixes)
+        return self.match_all or value in self.exact or value.startswith(self.prefixes)
 
 
 @dataclass(frozen=True, slots=True)

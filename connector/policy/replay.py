@@ -7,24 +7,32 @@ the logged decision or with a baseline config's. Refusals before policy (`reject
 `ResponseStarted` events, whose request is
 decided once more by its `ResponseComplete`. Lines are read one at a time, from plain or gzip files
 or stdin, so memory does not grow with the log; a malformed line is counted with its file:line.
+
+Speed (a log has millions of lines): lines are parsed with orjson, each distinct (method, path,
+query) is parsed once, and requests without grants are decided through the engine's
+`CandidateSet`, which gives `decide`'s allow or deny without its reason; the reason, which names
+every policy that did not apply, is worked out only for the requests that change.
 """
 
 from __future__ import annotations
 
 import functools
-import io
-import json
 import sys
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
+
+import orjson
 
 from connector.audit.log_files import open_log_file
 from connector.identity import Identity
 from connector.kube.requestinfo import RequestInfo, parse_request_info
-from connector.policy.engine import PolicyEngine
-from connector.policy.model import Policy
+from connector.policy import access
+from connector.policy.access_model import AccessRequestDefinition
+from connector.policy.engine import CandidateSet, PolicyEngine
+from connector.policy.replay_grants import GrantLedger
+from connector.policy.rules import request_shape
 from connector.proxy.handler import SOCKETS_PREFIX, Refusal, split_socket_path
 from connector.proxy.reviews import SELF_REVIEW, review_kind
 
@@ -32,9 +40,8 @@ DECIDED = frozenset({"allow", "deny"})
 _MAX_REPORTED_MALFORMED = 20
 
 
-@dataclass(frozen=True, slots=True)
-class AuditedRequest:
-    """The fields of one audit event that a decision depends on."""
+class AuditedRequest(NamedTuple):
+    """The fields of one audit event that a decision depends on (a tuple: one is made per event)."""
 
     request_id: str
     user: str
@@ -48,6 +55,9 @@ class AuditedRequest:
     decision: str
     policy: str | None
     info: RequestInfo
+    shape: tuple[str, ...]  # request_shape(info)
+    review: str | None  # review_kind(info): a self-review, answered by the connector
+    access_request: str | None = None  # the grant the logged allow depended on
 
 
 @dataclass
@@ -57,6 +67,8 @@ class ReadStats:
     skipped: int = 0  # refused before policy, or filtered out
     malformed: list[str] = field(default_factory=list)
     malformed_count: int = 0
+    approvals: int = 0  # access requests approved in the log
+    unknown_grants: int = 0  # allows that named an access request the log does not show approved
 
     def bad(self, where: str, why: str) -> None:
         self.malformed_count += 1
@@ -72,6 +84,10 @@ class Filters:
     user: str | None = None
     group: str | None = None
 
+    @property
+    def active(self) -> bool:
+        return any(v is not None for v in (self.since, self.until, self.socket, self.user, self.group))
+
     def keep(self, req: AuditedRequest) -> bool:
         return (
             (self.since is None or req.time >= self.since)
@@ -82,71 +98,123 @@ class Filters:
         )
 
 
-def open_lines(name: str) -> Iterator[str]:
-    """The lines of a file (gzip when it starts with the gzip magic), or of stdin for `-`."""
+def open_lines(name: str) -> Iterator[bytes]:
+    """The lines of a file (gzip when it starts with the gzip magic), or of stdin for `-`, as bytes:
+    orjson decodes (and checks) the UTF-8 itself."""
     if name == "-":
-        yield from sys.stdin
+        yield from sys.stdin.buffer
         return
-    with io.TextIOWrapper(open_log_file(name), encoding="utf-8", errors="replace") as stream:
+    with open_log_file(name) as stream:
         yield from stream
 
 
-def read_requests(names: list[str], stats: ReadStats, filters: Filters) -> Iterator[AuditedRequest]:
-    """The decided requests of the audit files, in order; everything else is counted in `stats`."""
+def read_requests(
+    names: list[str], stats: ReadStats, filters: Filters, ledger: GrantLedger | None = None
+) -> Iterator[AuditedRequest]:
+    """The decided requests of the audit files, in order; everything else is counted in `stats`.
+
+    With a `ledger`, the access-request changes of the log are handed to it as they are read, whatever
+    the filters (a grant approved before `--since` or by another user still applies)."""
+    filtering = filters.active
     for name in names:
         for number, line in enumerate(open_lines(name), 1):
-            if not line.strip():
+            try:
+                event = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                if line.strip():
+                    stats.events += 1
+                    stats.bad(f"{name}:{number}", _why(exc))
                 continue
             stats.events += 1
             try:
-                req = parse_event(json.loads(line))
+                if ledger is not None and type(event) is dict and event.get("access_change") is not None:
+                    stats.approvals += ledger.observe(event, _event_time(event["time"]))
+                req = parse_event(event)
             except (ValueError, TypeError, KeyError, Refusal) as exc:
                 stats.bad(f"{name}:{number}", _why(exc))
                 continue
-            if req is None or not filters.keep(req):
+            if req is None or (filtering and not filters.keep(req)):
                 stats.skipped += 1
                 continue
             stats.decided += 1
+            if ledger is not None and req.access_request is not None and not ledger.knows(req.access_request):
+                stats.unknown_grants += 1
             yield req
 
 
 def parse_event(event: Any) -> AuditedRequest | None:
     """One audit event as a request to decide again, or None when it was not decided by policy."""
-    if not isinstance(event, dict):
+    if type(event) is not dict:
         raise ValueError("not a JSON object")
     decision = event["decision"]
     if decision not in DECIDED or event.get("stage") == "ResponseStarted":
         return None
-    method, raw_path, query = event["method"], event["path"], event.get("query", "")
-    if not all(isinstance(v, str) for v in (method, raw_path, query, event["user"], event["time"])):
+    method, raw_path, query, user = event["method"], event["path"], event.get("query", ""), event["user"]
+    when, access_request = event["time"], event.get("access_request")
+    # `type(...) is str` rather than isinstance: this runs for every line, and JSON gives exact types.
+    if not (type(method) is str and type(raw_path) is str and type(query) is str and type(user) is str):
         raise ValueError("method, path, query, user and time must be strings")
+    if access_request is not None and type(access_request) is not str:
+        raise ValueError("access_request must be a string")
     if "socket" not in event and not raw_path.startswith(SOCKETS_PREFIX):
         return None  # a connector endpoint (`/v1/sockets`, the login API), not a Kubernetes request
     socket, path = split_socket_path(raw_path)
-    when = datetime.fromisoformat(event["time"])
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    groups = event.get("groups", [])
-    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
-        raise ValueError("groups must be a list of strings")
+    info, shape, review = _parsed(method, path, query)
+    groups = event.get("groups")
+    groups = () if groups is None else _group_tuple(groups)
     return AuditedRequest(
-        request_id=str(event.get("request_id", "")),
-        user=event["user"],
-        groups=tuple(groups),
-        socket=event.get("socket") or socket,
-        method=method,
-        path=path,
-        query=query,
-        source_ip=str(event.get("source_ip", "")),
-        time=when,
-        decision=decision,
-        policy=event.get("policy"),
-        info=_parsed(method, path, query),
+        str(event.get("request_id", "")),
+        user,
+        groups,
+        event.get("socket") or socket,
+        method,
+        path,
+        query,
+        str(event.get("source_ip", "")),
+        _event_time(when),
+        decision,
+        event.get("policy"),
+        info,
+        shape,
+        review,
+        access_request,
     )
 
 
-# A log repeats the same few thousand requests: parse each once. parse_request_info is pure.
-_parsed = functools.lru_cache(maxsize=65536)(parse_request_info)
+# The few distinct group lists of a log, checked once each (bounded: a log could hold many).
+_GROUPS: dict[Any, tuple[str, ...]] = {}
+
+
+def _group_tuple(groups: Any) -> tuple[str, ...]:
+    if type(groups) is list:
+        try:
+            found = _GROUPS.get(tuple(groups))
+        except TypeError:  # an object in the list
+            found = None
+        if found is not None:
+            return found
+    if not isinstance(groups, list) or not all(isinstance(g, str) for g in groups):
+        raise ValueError("groups must be a list of strings")
+    found = tuple(groups)
+    if len(_GROUPS) >= 65536:
+        _GROUPS.clear()
+    _GROUPS[found] = found
+    return found
+
+
+def _event_time(text: Any) -> datetime:
+    if type(text) is not str:
+        raise ValueError("method, path, query, user and time must be strings")
+    when = datetime.fromisoformat(text)
+    return when.replace(tzinfo=UTC) if when.tzinfo is None else when
+
+
+@functools.lru_cache(maxsize=65536)
+def _parsed(method: str, path: str, query: str) -> tuple[RequestInfo, tuple[str, ...], str | None]:
+    """(request info, shape, review kind) of one request, as the proxy parses it. A log repeats the same
+    few thousand requests on many sockets: each is parsed once (all of it is pure)."""
+    info = parse_request_info(method, path, query)
+    return info, request_shape(info), review_kind(info)
 
 
 def _why(exc: BaseException) -> str:
@@ -155,66 +223,91 @@ def _why(exc: BaseException) -> str:
     return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
 
 
-@dataclass(frozen=True, slots=True)
-class Outcome:
+class Outcome(NamedTuple):
     allowed: bool
     policy: str | None
-    reason: str
+    reason: str | None  # None: not worked out (see Decider.explain)
+
+
+_DENIED = Outcome(False, None, None)
 
 
 class Decider:
-    """An engine plus the socket tags of its config: decides an audited request as the proxy would.
+    """An engine plus the socket tags and access-request definitions of its config: decides an audited
+    request as the proxy would, with the grants the log's `ledger` holds for the caller at the request's
+    time, as this config's definitions grant them.
 
-    A decision depends on the time and the source IP only through policy conditions, so identical
-    (identity, socket, method, path, query) keys are decided once and cached (bounded), with the
-    source IP in the key when some policy has `source_ips` and the event's exact time when some
-    policy has a time condition (`time`, `not_before`, `not_after`)."""
+    Requests under no grant, the bulk of a log, are decided by the caller's `CandidateSet` (kept per
+    user, groups and socket), which tells allow from deny and the allowing policy exactly as
+    `PolicyEngine.decide` does but leaves out the reason; `explain` gives it, for the few requests whose
+    decision changes. Self-reviews and requests under a grant go through the engine's own calls."""
 
-    def __init__(self, engine: PolicyEngine, socket_tags: Mapping[str, Mapping[str, str]], policies: Sequence[Policy]):
+    def __init__(
+        self,
+        engine: PolicyEngine,
+        socket_tags: Mapping[str, Mapping[str, str]],
+        definitions: Sequence[AccessRequestDefinition] = (),
+        ledger: GrantLedger | None = None,
+    ):
         self._engine = engine
         self._tags = socket_tags
-        conditions = [p.conditions for p in policies]
-        self._by_ip = any(c.source_ips is not None for c in conditions)
-        self._by_time = any(c.time is not None or c.not_before or c.not_after for c in conditions)
-        self._cache: dict[tuple[Any, ...], Outcome] = {}
+        self._definitions = definitions
+        self._ledger = ledger if definitions else None
+        self._sets: dict[tuple[str, tuple[str, ...], str], CandidateSet] = {}
+        self._allowed: dict[str, Outcome] = {}  # one Outcome per allowing policy, not one per request
+
+    def grants(self, req: AuditedRequest) -> dict[str, str]:
+        """Policy name -> access request id, as `caller_grants` gives the proxy, from the log's grants."""
+        if self._ledger is None:
+            return {}
+        held = self._ledger.requests_of(req.user)
+        if not held:
+            return {}
+        return access.grants_for(held, self._definitions, Identity(req.user, req.groups), req.time)
 
     def decide(self, req: AuditedRequest) -> Outcome:
-        key = (
-            req.user,
-            req.groups,
-            req.socket,
-            req.method,
-            req.path,
-            req.query,
-            req.source_ip if self._by_ip else None,
-            req.time if self._by_time else None,
-        )
-        found = self._cache.get(key)
-        if found is not None:
-            return found
-        identity = Identity(user=req.user, groups=req.groups)
+        grants = self.grants(req) if self._ledger is not None else None
+        if grants or req.review is not None:
+            return self._decide_fully(req, grants or {})
+        key = (req.user, req.groups, req.socket)
+        candidates = self._sets.get(key)
+        if candidates is None:
+            if len(self._sets) >= 65536:  # callers come from the log: bounded
+                self._sets.clear()
+            identity = Identity(req.user, req.groups)
+            candidates = self._sets[key] = self._engine.candidate_set(
+                identity, req.socket, self._tags.get(req.socket, {})
+            )
+        allowed = candidates.allowing(req.info, req.shape, req.source_ip, req.time)
+        if allowed is None:
+            return _DENIED
+        outcome = self._allowed.get(allowed[0])
+        if outcome is None:
+            outcome = self._allowed[allowed[0]] = Outcome(True, allowed[0], None)
+        return outcome
+
+    def explain(self, req: AuditedRequest) -> Outcome:
+        """The decision with its reason, as the proxy would give it."""
+        return self._decide_fully(req, self.grants(req))
+
+    def _decide_fully(self, req: AuditedRequest, grants: dict[str, str]) -> Outcome:
+        identity = Identity(req.user, req.groups)
         tags = self._tags.get(req.socket, {})
-        kind = review_kind(req.info)
-        if kind is not None:
+        if req.review is not None:
             # A self-review is answered by the connector itself, whatever the rules say: whoami for
             # every authenticated caller, the access reviews for anyone who may use the socket
             # (connector/proxy/handler.py). Decide it the same way.
-            usable = kind == SELF_REVIEW or self._engine.may_use_socket(
-                identity, req.socket, tags, req.source_ip, req.time
+            usable = req.review == SELF_REVIEW or self._engine.may_use_socket(
+                identity, req.socket, tags, req.source_ip, req.time, grants=grants
             )
             reason = (
                 "a self-review, answered by the connector"
                 if usable
-                else (f"no policy grants {req.user} access to socket {req.socket}")
+                else f"no policy grants {req.user} access to socket {req.socket}"
             )
-            outcome = Outcome(usable, None, reason)
-        else:
-            d = self._engine.decide(identity, req.socket, tags, req.info, req.source_ip, req.time)
-            outcome = Outcome(d.allowed, d.policy, d.reason)
-        if len(self._cache) >= 65536:
-            self._cache.clear()
-        self._cache[key] = outcome
-        return outcome
+            return Outcome(usable, None, reason)
+        d = self._engine.decide(identity, req.socket, tags, req.info, req.source_ip, req.time, grants=grants)
+        return Outcome(d.allowed, d.policy, d.reason)
 
 
 def logged_outcome(req: AuditedRequest) -> Outcome:
@@ -274,10 +367,15 @@ def replay(
     """Re-decide each request; group the changes, and hand each to `on_change(record)` if given."""
     result = ReplayResult(stats)
     for req in requests:
-        before = baseline.decide(req) if baseline is not None else logged_outcome(req)
         after = new.decide(req)
-        if before.allowed == after.allowed:
-            continue
+        if baseline is None:
+            if (req.decision == "allow") == after.allowed:
+                continue
+            before = logged_outcome(req)
+        else:
+            before = baseline.decide(req)
+            if before.allowed == after.allowed:
+                continue
         if after.allowed:
             result.newly_allowed += 1
         else:
@@ -294,7 +392,7 @@ def replay(
         group.count += 1
         group.last = req.time
         if on_change is not None:
-            on_change(change_record(req, before, after))
+            on_change(change_record(req, before, after if after.reason is not None else new.explain(req)))
     return result
 
 
@@ -334,4 +432,6 @@ def summary(result: ReplayResult) -> dict[str, Any]:
         "malformed": s.malformed_count,
         "newly_allowed": result.newly_allowed,
         "newly_denied": result.newly_denied,
+        "access_requests_approved": s.approvals,
+        "allowed_under_unknown_access_requests": s.unknown_grants,
     }

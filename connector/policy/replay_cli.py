@@ -14,6 +14,7 @@ from typing import Any
 from connector.policy.config_input import load_policy_file, parse_time
 from connector.policy.engine import PolicyEngine
 from connector.policy.replay import Decider, Filters, ReadStats, read_requests, render_table, replay, summary
+from connector.policy.replay_grants import GrantLedger
 from connector.policy.suggest import suggest_policy
 
 EXIT_SAME, EXIT_CHANGED = 0, 1
@@ -60,9 +61,9 @@ def _read_filters(args: argparse.Namespace) -> Filters:
     )
 
 
-def _decider(config: str) -> Decider:
-    policies, tags = load_policy_file(config, "replay")
-    return Decider(PolicyEngine(policies), tags, policies)
+def _decider(config: str, ledger: GrantLedger) -> Decider:
+    loaded, tags = load_policy_file(config, "replay")
+    return Decider(PolicyEngine(loaded.policies), tags, loaded.access_requests, ledger)
 
 
 def _report_malformed(stats: ReadStats, command: str) -> None:
@@ -73,19 +74,31 @@ def _report_malformed(stats: ReadStats, command: str) -> None:
         print(f"policy {command}: and {more} more malformed lines", file=sys.stderr)
 
 
+def _report_unknown_grants(stats: ReadStats) -> None:
+    if stats.unknown_grants:
+        print(
+            f"policy replay: {stats.unknown_grants} logged allows depended on access requests whose approval is "
+            "not in the files read, so no grant is replayed for them: give the older files too (oldest first)",
+            file=sys.stderr,
+        )
+
+
 def replay_command(args: argparse.Namespace) -> int:
     filters = _read_filters(args)
-    new = _decider(args.config)
-    baseline = _decider(args.baseline) if args.baseline else None
+    ledger = GrantLedger()
+    new = _decider(args.config, ledger)
+    baseline = _decider(args.baseline, ledger) if args.baseline else None
     stats = ReadStats()
-    requests = read_requests(args.audit, stats, filters)
+    requests = read_requests(args.audit, stats, filters, ledger)
     if args.output == "json":
         result = replay(requests, stats, new, baseline, lambda r: print(json.dumps(r)))
         _report_malformed(stats, "replay")
+        _report_unknown_grants(stats)
         print(json.dumps(summary(result)), file=sys.stderr)
     else:
         result = replay(requests, stats, new, baseline)
         _report_malformed(stats, "replay")
+        _report_unknown_grants(stats)
         if result.groups:
             print(render_table(result))
         s = summary(result)

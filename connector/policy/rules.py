@@ -130,15 +130,22 @@ class CompiledRule:
 
     def matches(self, info: RequestInfo) -> bool:
         """Everything but the verb, which `RuleSet` has already sorted rules by."""
+        return self.matches_kind(info) and self.matches_object(info)
+
+    def matches_kind(self, info: RequestInfo) -> bool:
+        """The part of `matches` that `request_shape` determines: the URL of a non-resource request, the
+        API group and resource of a resource request."""
         if not info.is_resource_request:
             return bool(self.urls) and _url_ok(self.urls, info.path)
-        return (
-            not self.urls
-            and self.resources(info.resource, info.subresource)
-            and self.namespace_ok(info.namespace)
-            and self.api_groups(info.api_group)
-            # An empty name (list, create) matches only a rule for every name, as in RBAC.
-            and (self.names.match_all or (info.name != "" and self.names(info.name)))
+        return not self.urls and self.resources(info.resource, info.subresource) and self.api_groups(info.api_group)
+
+    def matches_object(self, info: RequestInfo) -> bool:
+        """The rest of `matches`: the namespace and name of a resource request (nothing for a URL)."""
+        if not info.is_resource_request:
+            return True
+        # An empty name (list, create) matches only a rule for every name, as in RBAC.
+        return self.namespace_ok(info.namespace) and (
+            self.names.match_all or (info.name != "" and self.names(info.name))
         )
 
     def review_form(self) -> dict[str, Any]:
@@ -164,6 +171,14 @@ def _url_ok(urls: tuple[str, ...], path: str) -> bool:
         if url == "*" or url == path or (url.endswith("*") and path.startswith(url[:-1])):
             return True
     return False
+
+
+def request_shape(info: RequestInfo) -> tuple[str, ...]:
+    """What `CompiledRule.matches_kind` and the verb depend on: two requests of one shape are matched
+    by the same rules up to their namespace and name. Discovery is a matter of verb and path too."""
+    if not info.is_resource_request:
+        return (info.verb, info.path)
+    return (effective_verb(info), info.api_group, info.resource, info.subresource)
 
 
 def describe_request(info: RequestInfo, verb: str) -> str:
@@ -202,8 +217,16 @@ class RuleSet:
         """The first `requires_approval` rule that would allow the request once approved."""
         return next((r for r in self._matching(info, verb) if r.rule.requires_approval), None)
 
-    def _matching(self, info: RequestInfo, verb: str) -> Iterator[CompiledRule]:
+    def kind_matches(self, info: RequestInfo, verb: str) -> tuple[CompiledRule, ...]:
+        """The rules, in file order and without `requires_approval` ones, that allow this verb on this
+        request's kind (`CompiledRule.matches_kind`): the same for every request of one `request_shape`."""
+        return tuple(r for r in self._for_verb(verb) if not r.rule.requires_approval and r.matches_kind(info))
+
+    def _for_verb(self, verb: str) -> tuple[CompiledRule, ...]:
         candidates = self._by_verb.get(verb)
         if candidates is None:  # a verb no config names (an odd HTTP method): only `*` rules can match
             candidates = tuple(r for r in self.rules if r.verb_ok(verb))
-        return (rule for rule in candidates if rule.matches(info))
+        return candidates
+
+    def _matching(self, info: RequestInfo, verb: str) -> Iterator[CompiledRule]:
+        return (rule for rule in self._for_verb(verb) if rule.matches(info))

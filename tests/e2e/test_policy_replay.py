@@ -57,6 +57,9 @@ def test_replay_of_an_edited_policy_over_the_sandboxs_log(
     suggestion = policy("suggest", "--audit", sandbox["audit_log"], "--user", BOB)
     assert suggestion.returncode == 0, suggestion.stderr
     config["policies"] = yaml.safe_load(suggestion.stdout)["policies"]
+    # The sandbox's access_requests grant policies the suggestion does not have: the connector (and so
+    # replay) refuses such a config.
+    config.pop("access_requests", None)
     suggested = tmp_path / "suggested.yaml"
     suggested.write_text(yaml.safe_dump(config))
     again = policy("replay", "--audit", sandbox["audit_log"], "--config", str(suggested), "--user", BOB)

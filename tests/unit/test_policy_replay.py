@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 import random
@@ -11,8 +12,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+import yaml
 
 from bench.policy import make_callers, make_policies, make_requests
+from connector.identity import Identity
 from connector.kube.requestinfo import parse_request_info
 from connector.policy.engine import PolicyEngine
 
@@ -283,3 +286,220 @@ def test_connector_endpoints_and_stream_starts_are_skipped(tmp_path):
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert json.loads(done.stderr.splitlines()[-1])["skipped"] == 2
+
+
+# Just-in-time grants: `prod-exec` applies only under an approved "exec-prod" access request, and
+# deleting pods in dev needs one for "dev-delete". The log's own approvals and revokes are replayed.
+GRANTS = (
+    ALICE_READ
+    + """        - {verbs: [delete], resources: [pods], namespaces: [dev], requires_approval: true}
+  - name: prod-exec
+    subjects: {users: [alice]}
+    sockets: [prod]
+    grant_only: true
+    kubernetes:
+      rules:
+        - {verbs: [create], resources: [pods/exec], namespaces: [prod]}
+access_requests:
+  - name: exec-prod
+    requesters: {users: [alice, carol]}
+    approvers: {users: [bob]}
+    grants: [prod-exec]
+  - name: dev-delete
+    requesters: {users: [alice]}
+    approvers: {users: [bob]}
+    approvals_required: 2
+    grants: [dev-read]
+"""
+)
+# NEW narrows what the grant permits: exec only in staging.
+GRANTS_NARROWED = GRANTS.replace(
+    "resources: [pods/exec], namespaces: [prod]", "resources: [pods/exec], namespaces: [staging]"
+)
+# NEW no longer offers the request at all (and so drops the policy only it granted).
+GRANTS_REMOVED = (
+    GRANTS.split("  - name: prod-exec")[0] + "access_requests:" + GRANTS.split("    grants: [prod-exec]")[1]
+)
+EXEC = "/api/v1/namespaces/prod/pods/web-1/exec"
+DELETE = "/api/v1/namespaces/dev/pods/web-1"
+
+
+def change(state: str, at: str, *, rid: str = "ar-1", name: str = "exec-prod", requester: str = "alice",
+           expires: str | None = "2026-11-30T11:00:00+00:00", action: str = "approve") -> str:  # fmt: skip
+    """The audit event of a `/v1/access-requests` call, as connector.proxy.access_api writes it."""
+    return json.dumps(
+        {
+            "request_id": "c-" + at,
+            "stage": "ResponseComplete",
+            "decision": "allow",
+            "code": 200,
+            "method": "POST",
+            "path": f"/v1/access-requests/{rid}/{action}",
+            "source_ip": "10.0.0.7",
+            "time": at,
+            "user": "bob",
+            "groups": [],
+            "access_request": rid,
+            "access_change": {
+                "action": action,
+                "name": name,
+                "requester": requester,
+                "state": state,
+                "reason": "",
+                "approvers": ["bob"],
+                "expires_at": expires if state == "approved" else None,
+            },
+        }
+    )
+
+
+def exec_at(at: str, logged: str, *, user: str = "alice", grant: str | None = "ar-1") -> str:
+    extra = {"access_request": grant} if grant and logged == "allow" else {}
+    return event(logged, EXEC, method="POST", query="command=sh", time=at, user=user, rid="x-" + at, **extra)
+
+
+APPROVED_10 = change("approved", "2026-11-30T10:00:00.000000Z")
+
+
+@pytest.mark.parametrize(
+    ("config", "log", "expected"),
+    [
+        # Approved, then used within its hour: the grant is replayed, nothing changes.
+        (GRANTS, [APPROVED_10, exec_at("2026-11-30T10:30:00Z", "allow")], 0),
+        # Used after it expired (the end is exclusive, as in the proxy): denied in the log too.
+        (GRANTS, [APPROVED_10, exec_at("2026-11-30T11:00:00Z", "deny")], 0),
+        (GRANTS, [APPROVED_10, exec_at("2026-11-30T11:00:00Z", "allow")], 1),
+        (GRANTS, [APPROVED_10, exec_at("2026-11-30T10:59:59.999999Z", "allow")], 0),
+        # Before its approval it granted nothing.
+        (GRANTS, [exec_at("2026-11-30T09:59:00Z", "deny"), APPROVED_10], 0),
+        # NEW narrows or removes what the request grants: what it allowed is newly denied.
+        (GRANTS_NARROWED, [APPROVED_10, exec_at("2026-11-30T10:30:00Z", "allow")], 1),
+        (GRANTS_REMOVED, [APPROVED_10, exec_at("2026-11-30T10:30:00Z", "allow")], 1),
+        # Revoked: allowed before the revoke, denied after it.
+        (
+            GRANTS,
+            [
+                APPROVED_10,
+                exec_at("2026-11-30T10:10:00Z", "allow"),
+                change("revoked", "2026-11-30T10:20:00Z", action="revoke"),
+                exec_at("2026-11-30T10:30:00Z", "deny"),
+            ],
+            0,
+        ),
+        (
+            GRANTS,
+            [
+                APPROVED_10,
+                change("revoked", "2026-11-30T10:20:00Z", action="revoke"),
+                exec_at("2026-11-30T10:30:00Z", "allow"),
+            ],
+            1,
+        ),
+        # Somebody else's grant is not alice's.
+        (
+            GRANTS,
+            [change("approved", "2026-11-30T10:00:00Z", requester="carol"), exec_at("2026-11-30T10:30:00Z", "deny")],
+            0,
+        ),
+        # A `requires_approval` rule: one approval of the two required grants nothing; the second does.
+        (
+            GRANTS,
+            [
+                change("pending", "2026-11-30T10:00:00Z", name="dev-delete", rid="ar-2"),
+                event("deny", DELETE, method="DELETE", time="2026-11-30T10:05:00Z"),
+                change("approved", "2026-11-30T10:06:00Z", name="dev-delete", rid="ar-2"),
+                event("allow", DELETE, method="DELETE", time="2026-11-30T10:07:00Z", access_request="ar-2"),
+            ],
+            0,
+        ),
+    ],
+)
+def test_replay_of_the_grants_in_the_log(tmp_path, config, log, expected):
+    done = run(tmp_path, "replay", "--output", "json", config=config, log=log)
+    assert done.returncode == expected, done.stdout + done.stderr
+    summary = json.loads(done.stderr.splitlines()[-1])
+    assert summary["access_requests_approved"] == sum('"state": "approved"' in line for line in log)
+
+
+def test_a_narrowed_grant_reports_the_request_it_allowed_as_newly_denied(tmp_path):
+    log = [APPROVED_10, exec_at("2026-11-30T10:30:00Z", "allow"), event("allow", POD_LIST, time="2026-11-30T10:31:00Z")]
+    done = run(tmp_path, "replay", "--output", "json", config=GRANTS_NARROWED, log=log)
+    changes = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [(c["path"], c["before"], c["after"]) for c in changes] == [(EXEC, "allow", "deny")]
+
+
+def test_grants_apply_whatever_the_filters_and_under_a_baseline(tmp_path):
+    # The approval is bob's and before --since; alice's use of it after --since is still granted.
+    log = [APPROVED_10, exec_at("2026-11-30T10:30:00Z", "allow")]
+    done = run(tmp_path, "replay", "--since", "2026-11-30T10:15:00Z", "--user", "alice", config=GRANTS, log=log)
+    assert done.returncode == 0, done.stdout + done.stderr
+    (tmp_path / "old.yaml").write_text(GRANTS)
+    done = run(tmp_path, "replay", "--baseline", str(tmp_path / "old.yaml"), config=GRANTS_NARROWED, log=log)
+    assert done.returncode == 1 and "newly denied" in done.stdout, done.stdout + done.stderr
+
+
+def test_an_allow_under_an_access_request_the_log_does_not_hold_is_pointed_out(tmp_path):
+    done = run(tmp_path, "replay", config=GRANTS, log=[exec_at("2026-11-30T10:30:00Z", "allow")])
+    assert done.returncode == 1
+    assert "1 logged allows depended on access requests whose approval is not in the files read" in done.stderr
+
+
+def test_a_malformed_access_change_is_reported_and_skipped(tmp_path):
+    bad = APPROVED_10.replace('"expires_at": "2026-11-30T11:00:00+00:00"', '"expires_at": null')
+    done = run(tmp_path, "replay", config=GRANTS, log=[bad, exec_at("2026-11-30T10:30:00Z", "deny")])
+    assert done.returncode == 0 and "audit.log:1: an approved access_change needs expires_at" in done.stderr
+
+
+def test_replaying_a_config_over_a_log_with_grants_it_produced_changes_nothing(tmp_path):
+    """Property, over a seeded random log of approvals, revokes and requests in time order: each request
+    decided by the engine with the grants that were really active then, logged, replayed: no change."""
+    from connector.policy import access
+    from connector.policy.config_input import PolicyFile
+
+    loaded = PolicyFile.model_validate(yaml.safe_load(GRANTS))
+    engine = PolicyEngine(loaded.policies)
+    rng = random.Random(11)
+    truth: list[access.AccessRequest] = []
+    when = datetime(2026, 11, 30, 9, tzinfo=UTC)
+    lines, granted = [], 0
+    for i in range(600):
+        when += timedelta(seconds=rng.randrange(1, 240))
+        at = when.isoformat()
+        roll = rng.random()
+        if roll < 0.08:
+            name = rng.choice(("exec-prod", "dev-delete"))
+            expires = when + timedelta(minutes=rng.randrange(1, 60))
+            rid = f"ar-{i}"
+            truth.append(
+                access.AccessRequest(rid, name, "alice", "", expires - when, when, access.APPROVED, expires_at=expires)
+            )
+            lines.append(change("approved", at, rid=rid, name=name, expires=expires.isoformat()))
+        elif roll < 0.12 and any(r.active_at(when) for r in truth):
+            ended = rng.choice([r for r in truth if r.active_at(when)])
+            truth[truth.index(ended)] = dataclasses.replace(ended, state=access.REVOKED)
+            lines.append(change("revoked", at, rid=ended.id, name=ended.name, action="revoke"))
+        else:
+            method, path, query = rng.choice(
+                [("POST", EXEC, "command=sh"), ("DELETE", DELETE, ""), ("GET", POD_LIST, ""), ("GET", DELETE, "")]
+            )
+            identity = Identity("alice", ())
+            grants = access.grants_for(truth, loaded.access_requests, identity, when)
+            decision = engine.decide(
+                identity, "prod", {}, parse_request_info(method, path, query), "10.0.0.5", when, grants=grants
+            )
+            granted += decision.access_request is not None
+            extra = {"access_request": decision.access_request} if decision.access_request else {}
+            lines.append(
+                event(
+                    "allow" if decision.allowed else "deny",
+                    path,
+                    method=method,
+                    query=query,
+                    time=at,
+                    rid=str(i),
+                    **extra,
+                )
+            )
+    assert granted > 20 and any('"deny"' in line for line in lines)
+    done = run(tmp_path, "replay", config=GRANTS, log=lines)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr
