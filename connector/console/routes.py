@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from connector.console import pages, signin
+from connector.console import access_page, pages, signin
 from connector.console.guard import CONSOLE_PATH
 from connector.console.render import STATIC_DIR
 
@@ -18,4 +18,5 @@ def add_routes(app: web.Application) -> None:
     router.add_get(CONSOLE_PATH + "sessions", pages.sessions_list)
     router.add_get(CONSOLE_PATH + "sessions/{session_id}.cast", pages.session_cast)
     router.add_get(CONSOLE_PATH + "sessions/{session_id}", pages.session_page)
+    router.add_get(CONSOLE_PATH + "access", access_page.access)
     router.add_static(CONSOLE_PATH + "static/", STATIC_DIR, follow_symlinks=False)

@@ -28,11 +28,15 @@ def _console_config(issuer_url: str, tmp: Path, **console: Any) -> dict[str, Any
 
 
 @asynccontextmanager
-async def console_connector(tmp: Path, **console: Any) -> AsyncIterator[ProxyHarness]:
-    """A connector with the console on, alice a reviewer, its redirect URI registered with a running IdP."""
+async def console_connector(
+    tmp: Path, *, policies: list[dict[str, Any]] | None = None, **console: Any
+) -> AsyncIterator[ProxyHarness]:
+    """A connector with the console on, alice a reviewer (or these policies), its redirect URI registered
+    with a running IdP."""
     async with running_issuer() as issuer:
         config = _console_config(issuer.url, tmp, **console)
-        async with ProxyHarness(tmp, policies=[*DEFAULT_POLICIES, REVIEWERS], config=config) as h:
+        policies = [*DEFAULT_POLICIES, REVIEWERS] if policies is None else policies
+        async with ProxyHarness(tmp, policies=policies, config=config) as h:
             register_console(issuer, h.url)
             yield h
 
