@@ -29,12 +29,17 @@ def _console_config(issuer_url: str, tmp: Path, **console: Any) -> dict[str, Any
 
 @asynccontextmanager
 async def console_connector(
-    tmp: Path, *, policies: list[dict[str, Any]] | None = None, **console: Any
+    tmp: Path,
+    *,
+    policies: list[dict[str, Any]] | None = None,
+    recordings: dict[str, Any] | None = None,
+    **console: Any,
 ) -> AsyncIterator[ProxyHarness]:
     """A connector with the console on, alice a reviewer (or these policies), its redirect URI registered
-    with a running IdP."""
+    with a running IdP; `recordings` adds to its recordings config (e.g. an S3 bucket)."""
     async with running_issuer() as issuer:
         config = _console_config(issuer.url, tmp, **console)
+        config["recordings"].update(recordings or {})
         policies = [*DEFAULT_POLICIES, REVIEWERS] if policies is None else policies
         async with ProxyHarness(tmp, policies=policies, config=config) as h:
             register_console(issuer, h.url)
