@@ -179,9 +179,11 @@ class SessionIndex:
             return
         with f:
             st = os.fstat(f.fileno())
+            file_id = f"{st.st_dev}:{st.st_ino}"
+            if _meta(db, "audit_file") == file_id and _meta(db, "audit_offset") == str(st.st_size):
+                return  # nothing new: no write transaction at all
             while not self._closed.is_set():
                 with self._batch(db):
-                    file_id = f"{st.st_dev}:{st.st_ino}"
                     offset = int(_meta(db, "audit_offset") or 0)
                     if _meta(db, "audit_file") != file_id or offset > st.st_size:
                         db.execute("DELETE FROM audit_lines")  # they point into the file that was rotated away
