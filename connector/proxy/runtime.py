@@ -516,7 +516,7 @@ def _reopen_audit(audit: AuditLog, cfg: AuditConfig) -> None:
 async def _catch_up(index: SessionIndex) -> None:
     """Index the recorded sessions at start, so that the console's first sessions page is fast."""
     for warning in await asyncio.to_thread(index.catch_up):
-        log.warning("console: %s", warning)
+        log.info("console: sessions index: %s", warning)  # the sessions page shows them too
 
 
 def _warn_restart_needed(old: ConnectorConfig, new: ConnectorConfig) -> None:
