@@ -1,6 +1,6 @@
 """The console in a real browser: headless Chromium (Debian's package, never a downloaded one) driven
 by Playwright against a real connector and the sandbox IdP on 127.0.0.1. Screenshots of each page are
-saved in the test's tmp dir (`console-*.png`)."""
+saved in the test's tmp dir (`console-*.png`), or with CONSOLE_SCREENSHOTS=docs/console in the README's."""
 
 from __future__ import annotations
 
@@ -10,10 +10,25 @@ import pytest
 
 from connector.console.render import PLAYER_SCRIPT
 from tests.integration.test_console import console_connector
-from tests.support.console import SESSION_ID, SESSION_OUTPUT, write_recording
+from tests.support.console import SCREENSHOT_VIEWPORT, SESSION_ID, SESSION_OUTPUT, screenshot_dir, write_recording
 
 # Debian's package puts it on PATH; Playwright is pointed at it, so `playwright install` is never needed.
 CHROMIUM = shutil.which("chromium")
+
+async def signed_in_page(browser, connector_url: str, user: str):
+    """A page of a new browser context signed in as `user` through the sandbox IdP's form, and the list
+    the Content-Security-Policy violations it reports are added to."""
+    # The connector's CA is made per test run; the browser is told to accept it.
+    context = await browser.new_context(ignore_https_errors=True, viewport=SCREENSHOT_VIEWPORT)
+    page = await context.new_page()
+    refused: list[str] = []
+    page.on("console", lambda msg: refused.append(msg.text) if "Content Security Policy" in msg.text else None)
+    await page.goto(connector_url + "/console/login")
+    await page.get_by_role("button", name=user).click()
+    await page.wait_for_url(connector_url + "/console/")
+    await page.get_by_text("Signed in as").wait_for()
+    return page, refused
+
 
 playwright_api = pytest.importorskip(
     "playwright.async_api", reason="playwright is not installed (requirements-dev.txt)"
@@ -30,22 +45,12 @@ pytestmark = [
 
 
 async def test_alice_signs_in_lists_sessions_and_replays_one_and_carol_is_refused(tmp_path):
-    shots = tmp_path / "screenshots"  # kept by pytest for the last runs
-    shots.mkdir()
+    shots = screenshot_dir(tmp_path)
     async with console_connector(tmp_path) as h, playwright_api.async_playwright() as pw:
         write_recording(tmp_path / "recordings")
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox"])
         try:
-            # The connector's CA is made per test run; the browser is told to accept it.
-            alice = await browser.new_context(ignore_https_errors=True, viewport={"width": 1200, "height": 800})
-            page = await alice.new_page()
-            refused: list[str] = []
-            page.on("console", lambda msg: refused.append(msg.text) if "Content Security Policy" in msg.text else None)
-
-            await page.goto(h.url + "/console/login")
-            await page.get_by_role("button", name="alice").click()
-            await page.wait_for_url(h.url + "/console/")
-            await page.get_by_text("Signed in as").wait_for()
+            page, refused = await signed_in_page(browser, h.url, "alice")
             assert "alice@example.com" in await page.content()
             await page.screenshot(path=shots / "console-home.png")
 
@@ -57,10 +62,10 @@ async def test_alice_signs_in_lists_sessions_and_replays_one_and_carol_is_refuse
             await page.locator("#player .ap-player").wait_for()
             await page.locator("#player").click()  # play
             await page.locator("#player").get_by_text(SESSION_OUTPUT).wait_for(timeout=15_000)
-            await page.screenshot(path=shots / "console-session.png")
+            await page.screenshot(path=shots / "console-session.png", full_page=True)
             assert refused == [], refused
 
-            carol = await browser.new_context(ignore_https_errors=True)
+            carol = await browser.new_context(ignore_https_errors=True, viewport=SCREENSHOT_VIEWPORT)
             page = await carol.new_page()
             await page.goto(h.url + "/console/login")
             await page.get_by_role("button", name="carol").click()
@@ -70,6 +75,5 @@ async def test_alice_signs_in_lists_sessions_and_replays_one_and_carol_is_refuse
             await page.screenshot(path=shots / "console-forbidden.png")
         finally:
             await browser.close()
-    assert sorted(p.name for p in shots.iterdir()) == [
-        "console-forbidden.png", "console-home.png", "console-session.png", "console-sessions.png"
-    ]  # fmt: skip
+    names = ("console-forbidden.png", "console-home.png", "console-session.png", "console-sessions.png")
+    assert all((shots / name).stat().st_size > 0 for name in names)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import ssl
 from html import unescape
@@ -13,9 +14,21 @@ import aiohttp
 
 from sandbox.oidc import OidcIssuer
 
+REPO = Path(__file__).resolve().parents[2]
+# Small enough for the README, big enough to read a page.
+SCREENSHOT_VIEWPORT = {"width": 1000, "height": 650}
 SESSION_ID = "c0ffee00-1111-2222-3333-444455556666"
 SESSION_OUTPUT = "hello from the pod"
 _HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
+
+
+def screenshot_dir(tmp_path: Path) -> Path:
+    """Where the browser tests save their screenshots: the test's tmp dir, or, with
+    CONSOLE_SCREENSHOTS=docs/console (a path in the repo), the README's pictures."""
+    wanted = os.environ.get("CONSOLE_SCREENSHOTS")
+    directory = REPO / wanted if wanted else tmp_path / "screenshots"
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
 
 
 def register_console(issuer: OidcIssuer, connector_url: str) -> str:
