@@ -30,6 +30,7 @@ import hashlib
 import json
 import logging
 import os
+import re
 import sqlite3
 import threading
 import time
@@ -60,10 +61,13 @@ log = logging.getLogger(__name__)
 S3_LIST_INTERVAL_SECONDS = 30.0
 # How long a page waits for another request's catch-up before answering from the index as it is.
 CATCH_UP_WAIT_SECONDS = 5.0
-# Rows written per transaction: a crash loses at most one batch of work, and readers see progress.
+# Recordings (and audit lines / 20) per transaction: a crash loses at most one batch of work, and
+# readers see the progress.
 BATCH = 5000
 # Audit lines that can belong to a session name one of these; the others are not parsed at all.
-_SESSION_MARKERS = (b'"exec"', b'"attach"', b'"portforward"')
+_SESSION_LINE = re.compile(rb'"(?:exec|attach|portforward)"')
+# Where the index finds a session line's request id without parsing it again (what the seeks need).
+_REQUEST_ID = re.compile(rb'"request_id"\s*:\s*"([^"\\]*)"')
 _SELECT = ("SELECT session_id, started, user, socket, namespace, pod, container, kind, command, exit, recording, "
            "sources FROM sessions")  # fmt: skip
 _STORE = ("INSERT OR REPLACE INTO sessions (session_id, started, user, socket, namespace, pod, container, kind, "
@@ -119,6 +123,9 @@ class SessionIndex:
         self.wait = wait
         self._catching_up = threading.Lock()
         self._closed = threading.Event()
+        # The recordings this process knows are indexed (loaded once): another process indexing one too
+        # only makes this one read it again, which changes nothing.
+        self._seen: set[str] | None = None
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         with self._connect() as db:
             db.executescript(_SCHEMA)
@@ -196,24 +203,26 @@ class SessionIndex:
                     return
 
     def _index_audit_lines(self, db: sqlite3.Connection, f: Any, offset: int) -> tuple[int, bool]:
-        """Index up to BATCH session lines (of at most BATCH * 20 lines) from `offset`; (the offset after
-        the last whole line read, whether there is more)."""
-        found = read = 0
-        while found < BATCH and read < BATCH * 20:
+        """Index the session lines among the next BATCH * 20 lines from `offset`; (the offset after the
+        last whole line read, whether there is more)."""
+        candidates: list[tuple[int, bytes]] = []
+        more = True
+        for _ in range(BATCH * 20):
             line = f.readline()
-            read += 1
             if not line.endswith(b"\n"):
-                return offset, False  # the end, or a line still being written: read it next time
-            at, offset = offset, offset + len(line)
-            if not any(marker in line for marker in _SESSION_MARKERS):
-                continue
-            rows, _ = sessions_from_audit([line.decode("utf-8", "replace")])
-            for row in rows.values():
-                db.execute("INSERT INTO audit_lines VALUES (?, ?)", (row.session_id, at))
-                old = _load(db, row.session_id)
-                _store(db, row if old is None else _with_audit(old, row))
-                found += 1
-        return offset, True
+                more = False  # the end, or a line still being written: read it next time
+                break
+            if _SESSION_LINE.search(line):
+                candidates.append((offset, line))
+            offset += len(line)
+        # One parse of the batch merges each session's lines, then one read and write per session.
+        rows, _ = sessions_from_audit(line.decode("utf-8", "replace") for _, line in candidates)
+        for row in rows.values():
+            old = _load(db, row.session_id)
+            _store(db, row if old is None else _with_audit(old, row))
+        lines = ((m.group(1).decode(), at) for at, line in candidates if (m := _REQUEST_ID.search(line)))
+        db.executemany("INSERT INTO audit_lines VALUES (?, ?)", ((i, at) for i, at in lines if i in rows))
+        return offset, more
 
     def _catch_up_directory(self, db: sqlite3.Connection, directory: Path, warnings: list[str]) -> None:
         try:
@@ -223,7 +232,7 @@ class SessionIndex:
             return
         if _meta(db, "directory_mtime") == mtime:
             return
-        seen = {location for (location,) in db.execute("SELECT location FROM seen WHERE location NOT LIKE 's3://%'")}
+        seen = self._seen_locations(db)
         new = sorted(e.name for e in os.scandir(directory) if is_recording_name(e.name) and e.name not in seen)
         for start in range(0, len(new), BATCH):
             if self._closed.is_set():
@@ -240,6 +249,7 @@ class SessionIndex:
                     else:
                         self._add_recording(db, session_id, header, exit_code, str(path))
                     db.execute("INSERT OR IGNORE INTO seen VALUES (?)", (name,))
+            seen.update(new[start : start + BATCH])  # after the commit: a rolled-back batch is read again
         with self._batch(db):
             _set_meta(db, "directory_mtime", mtime)
 
@@ -251,7 +261,7 @@ class SessionIndex:
             return
         started = time.time()
         prefix = f"s3://{s3.bucket}/"
-        seen = {location for (location,) in db.execute("SELECT location FROM seen WHERE location LIKE 's3://%'")}
+        seen = self._seen_locations(db)
         client = make_s3_client(s3.region)
         try:
             for page in client.get_paginator("list_objects_v2").paginate(Bucket=s3.bucket, Prefix=s3.prefix):
@@ -267,11 +277,18 @@ class SessionIndex:
                         else:
                             self._add_recording(db, session_id, header, exit_code, prefix + key)
                         db.execute("INSERT OR IGNORE INTO seen VALUES (?)", (prefix + key,))
+                seen.update(prefix + k for k in keys)
         except (BotoCoreError, ClientError) as exc:
             warnings.append(f"the recordings in s3://{s3.bucket}/{s3.prefix} cannot be listed: {exc}")
             return
         with self._batch(db):
             _set_meta(db, "s3_listed_at", str(started))
+
+    def _seen_locations(self, db: sqlite3.Connection) -> set[str]:
+        """The recording file names and s3:// URIs already indexed."""
+        if self._seen is None:
+            self._seen = {location for (location,) in db.execute("SELECT location FROM seen")}
+        return self._seen
 
     def _add_recording(
         self, db: sqlite3.Connection, session_id: str, header: dict[str, Any], exit_code: str, location: str
