@@ -2,6 +2,13 @@
 # Build: docker build -t eks-access-connector:0.1.0 .
 # Pin the base image by digest in your pipeline: --build-arg PYTHON_IMAGE=python:3.11-slim-bookworm@sha256:...
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
+# The console's session player comes from npm, pinned by its lock file (what `make console-player` does).
+ARG NODE_IMAGE=node:22-bookworm-slim
+
+FROM ${NODE_IMAGE} AS player
+WORKDIR /player
+COPY connector/console/player/package.json connector/console/player/package-lock.json ./
+RUN npm ci --ignore-scripts --no-audit --no-fund
 
 FROM ${PYTHON_IMAGE} AS build
 WORKDIR /build
@@ -10,6 +17,9 @@ RUN python -m venv /opt/venv \
  && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check \
       -r requirements-connector.txt -c constraints.txt
 COPY connector/ /app/connector/
+COPY --from=player /player/node_modules/asciinema-player/dist/bundle/asciinema-player.min.js \
+     /player/node_modules/asciinema-player/dist/bundle/asciinema-player.css \
+     /app/connector/console/static/player/
 # The root filesystem is read-only at run time, so compile the bytecode now.
 RUN /opt/venv/bin/python -m compileall -q /app/connector /opt/venv
 

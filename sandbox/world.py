@@ -56,7 +56,7 @@ POLICIES: list[dict[str, Any]] = [
         "subjects": {"groups": ["platform-admins"]},
         "sockets": ["*"],
         "kubernetes": {},  # no `rules` key: everything on these sockets
-        "console": {"sessions": "read", "audit": "read", "access_requests": "approve"},
+        "console": {"sessions": "read", "audit": "read", "access_requests": "approve", "access": "read"},
     },
     {
         "name": "developers",

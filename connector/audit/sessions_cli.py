@@ -267,7 +267,8 @@ def _tail(f: IO[bytes], size: int = 8192) -> bytes:
     return f.read()
 
 
-def _row_from_header(row: SessionRow, header: dict[str, Any], location: str) -> None:
+def fill_from_header(row: SessionRow, header: dict[str, Any], location: str) -> None:
+    """Complete a session's row with what its recording's header says (the audit log's values win)."""
     meta = header.get("connector")
     meta = meta if isinstance(meta, dict) else {}
     row.sources.add("recording")
@@ -291,27 +292,47 @@ def _session_id_of(header: dict[str, Any], fallback: str) -> str:
     return fallback
 
 
+def read_local_recording(path: Path) -> tuple[str, dict[str, Any], str]:
+    """(session id, header, exit) of a recording file, finished or still being written; raises
+    OSError or UsageError."""
+    partial = path.name.endswith(PARTIAL_SUFFIX)
+    with path.open("rb") as f:
+        header = read_header(f)
+        tail = b"" if partial else _tail(f)
+    stem = path.name[: -len(PARTIAL_SUFFIX if partial else RECORDING_SUFFIX)]
+    return _session_id_of(header, stem), header, "running" if partial else exit_from_tail(tail)
+
+
+def read_s3_recording(client: Any, bucket: str, key: str) -> tuple[str, dict[str, Any], str]:
+    """(session id, header, exit) of a recording in S3, from two ranged reads (its head and its tail);
+    raises UsageError when it is not a recording, botocore's errors when S3 fails."""
+    head = client.get_object(Bucket=bucket, Key=key, Range=f"bytes=0-{MAX_HEADER_BYTES - 1}")
+    header = read_header(io.BytesIO(head["Body"].read()))
+    tail = client.get_object(Bucket=bucket, Key=key, Range="bytes=-8192")["Body"].read()
+    stem = key.rsplit("/", 1)[-1][: -len(RECORDING_SUFFIX)]
+    return _session_id_of(header, stem), header, exit_from_tail(tail)
+
+
+def is_recording_name(name: str) -> bool:
+    return name.endswith(RECORDING_SUFFIX) or name.endswith(PARTIAL_SUFFIX)
+
+
 def _add_local_recordings(rows: dict[str, SessionRow], directory: Path, warnings: list[str]) -> None:
     if not directory.is_dir():
         warnings.append(f"recordings directory {directory} does not exist")
         return
     by_recording = {r.recording: r for r in rows.values() if r.recording}
     for path in sorted(directory.iterdir()):
-        partial = path.name.endswith(PARTIAL_SUFFIX)
-        if not (partial or path.name.endswith(RECORDING_SUFFIX)) or not path.is_file():
+        if not is_recording_name(path.name) or not path.is_file():
             continue
         try:
-            with path.open("rb") as f:
-                header = read_header(f)
-                tail = b"" if partial else _tail(f)
+            session_id, header, exit_code = read_local_recording(path)
         except (OSError, UsageError) as exc:
             warnings.append(f"{path}: {exc}")
             continue
-        stem = path.name[: -len(PARTIAL_SUFFIX if partial else RECORDING_SUFFIX)]
-        session_id = _session_id_of(header, stem)
         row = by_recording.get(str(path)) or rows.setdefault(session_id, SessionRow(session_id))
-        _row_from_header(row, header, str(path))
-        row.exit = "running" if partial else exit_from_tail(tail)
+        fill_from_header(row, header, str(path))
+        row.exit = exit_code
 
 
 def _add_s3_recordings(rows: dict[str, SessionRow], s3: Any, since: dt.datetime | None, warnings: list[str]) -> None:
@@ -327,17 +348,13 @@ def _add_s3_recordings(rows: dict[str, SessionRow], s3: Any, since: dt.datetime 
             if since is not None and obj["LastModified"] < since:
                 continue  # uploaded at session end, so it started before `since` too
             try:
-                head = client.get_object(Bucket=s3.bucket, Key=key, Range=f"bytes=0-{MAX_HEADER_BYTES - 1}")
-                header = read_header(io.BytesIO(head["Body"].read()))
-                tail = client.get_object(Bucket=s3.bucket, Key=key, Range="bytes=-8192")["Body"].read()
+                session_id, header, exit_code = read_s3_recording(client, s3.bucket, key)
             except UsageError as exc:
                 warnings.append(f"{uri}: {exc}")
                 continue
-            stem = key.rsplit("/", 1)[-1][: -len(RECORDING_SUFFIX)]
-            session_id = _session_id_of(header, stem)
             row = rows.setdefault(session_id, SessionRow(session_id))
-            _row_from_header(row, header, uri)
-            row.exit = exit_from_tail(tail)
+            fill_from_header(row, header, uri)
+            row.exit = exit_code
 
 
 def collect_sessions(

@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 CONSOLE_PATH = "/console/"
 CSRF_FIELD = "csrf_token"
 # "signed_in": any live session; "any": some console right; else that right.
-Right = Literal["signed_in", "any", "sessions", "audit", "access_requests"]
+Right = Literal["signed_in", "any", "sessions", "audit", "access_requests", "access"]
 
 
 def console_context(request: web.Request) -> ProxyContext:

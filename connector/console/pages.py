@@ -1,7 +1,8 @@
 """The console's pages: home, sign-out, the recorded sessions and one session with its audit events.
 
-Sessions come from connector.audit.sessions_cli (the code `sessions list` runs): the audit log and
-the recordings directory, merged per session id. They are read on each request in a worker thread.
+Sessions come from the connector's session index (connector.console.session_index), caught up with
+the audit log, the recordings directory and the S3 bucket before each list page; recordings are read
+with connector.audit.sessions_cli (the code `sessions play` runs). Both in a worker thread.
 """
 
 from __future__ import annotations
@@ -16,21 +17,18 @@ from typing import Any
 from aiohttp import web
 
 from connector.audit.recording_sinks import recording_id_for
-from connector.audit.sessions_cli import (
-    NotFound,
-    SessionRow,
-    Sources,
-    UsageError,
-    collect_sessions,
-    open_recording,
-    parse_since,
-)
+from connector.audit.sessions_cli import NotFound, Sources, UsageError, open_recording, parse_since
 from connector.console.audit_trail import console_call, record
 from connector.console.browser_sessions import COOKIE
 from connector.console.guard import CONSOLE_PATH, Viewer, console_context, console_page
 from connector.console.render import PLAYER_SCRIPT, message_page, page
+from connector.console.session_index import SessionIndex
 
 MAX_AUDIT_EVENTS_SHOWN = 200
+UNINDEXED = (
+    "the connector cannot keep its sessions index (the reason is in its log): "
+    "set server.state_dir to a writable directory"
+)
 
 
 @console_page("any")
@@ -58,14 +56,6 @@ def _filters(query: Any, now: dt.datetime) -> tuple[dict[str, str], dt.datetime 
     return values, since
 
 
-def _matches(row: SessionRow, values: dict[str, str], since: dt.datetime | None) -> bool:
-    return (
-        (not values["user"] or row.user == values["user"])
-        and (not values["socket"] or row.socket == values["socket"])
-        and (since is None or (row.started is not None and row.started >= since))
-    )
-
-
 @console_page("sessions")
 async def sessions_list(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     ctx = console_context(request)
@@ -78,51 +68,51 @@ async def sessions_list(request: web.Request, viewer: Viewer) -> web.StreamRespo
         return message_page(400, "Bad filter", str(exc).replace("--since", "since"), **viewer.template_values)
     except ValueError:
         return message_page(400, "Bad page", "page must be a positive whole number", **viewer.template_values)
-    warnings: list[str] = []
-    try:
-        rows = await asyncio.to_thread(
-            collect_sessions, _sources(request), include_s3=False, since=since, warnings=warnings
-        )
-    except (NotFound, UsageError) as exc:
-        return message_page(503, "Sessions unavailable", str(exc), **viewer.template_values)
-    rows = [r for r in reversed(rows) if _matches(r, values, since)]  # newest first
+    index = ctx.session_index
+    if index is None:
+        return message_page(503, "Sessions unavailable", UNINDEXED, **viewer.template_values)
     per_page = ctx.console.sessions_per_page
-    pages = max(1, math.ceil(len(rows) / per_page))
-    shown = rows[(page_number - 1) * per_page : page_number * per_page]
+    found = await asyncio.to_thread(
+        index.listing,
+        user=values["user"],
+        socket=values["socket"],
+        since=since,
+        offset=(page_number - 1) * per_page,
+        limit=per_page,
+    )
     return page(
         "sessions.html",
-        rows=shown,
-        total=len(rows),
+        rows=found.rows,
+        total=found.total,
         page=page_number,
-        pages=pages,
+        pages=max(1, math.ceil(found.total / per_page)),
         filters=values,
-        warnings=warnings,
+        warnings=found.warnings,
         **viewer.template_values,
     )
 
 
-def _audit_events(audit_log: Path | None, session_id: str) -> list[dict[str, Any]]:
-    """The audit events of one session, streaming over the log (never holding all of it)."""
-    if audit_log is None or not audit_log.is_file():
+def _audit_events(index: SessionIndex | None, session_id: str) -> list[dict[str, Any]]:
+    """The audit events of one session, read where the index saw them in the log."""
+    if index is None:
         return []
-    found: list[dict[str, Any]] = []
-    with audit_log.open(encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if session_id not in line:
-                continue
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict) and event.get("request_id") == session_id:
-                found.append(event)
-                if len(found) >= MAX_AUDIT_EVENTS_SHOWN:
-                    break
-    return found
+    events = []
+    for line in index.audit_lines(session_id, MAX_AUDIT_EVENTS_SHOWN):
+        try:
+            event = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(event, dict) and event.get("request_id") == session_id:
+            events.append(event)
+    return events
 
 
-def _read_cast(sources: Sources, session_id: str) -> bytes:
-    _, stream = open_recording(session_id, sources)
+def _read_cast(index: SessionIndex | None, sources: Sources, session_id: str) -> bytes:
+    """The session's recording: where the index last saw it (S3 after an upload), else looked up by id."""
+    where = index.recording(session_id) if index is not None else None
+    if where is None or not (where.startswith("s3://") or Path(where).is_file()):
+        where = session_id
+    _, stream = open_recording(where, sources)
     with stream:
         return stream.read()
 
@@ -138,12 +128,12 @@ def _session_id(request: web.Request) -> str:
 @console_page("sessions")
 async def session_page(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     session_id = _session_id(request)
-    sources = _sources(request)
+    index = console_context(request).session_index
     try:
-        cast = await asyncio.to_thread(_read_cast, sources, session_id)
+        cast = await asyncio.to_thread(_read_cast, index, _sources(request), session_id)
     except (NotFound, UsageError):
         return message_page(404, "No such session", f"no recording of session {session_id}", **viewer.template_values)
-    events = await asyncio.to_thread(_audit_events, sources.audit_log, session_id)
+    events = await asyncio.to_thread(_audit_events, index, session_id)
     header = cast.split(b"\n", 1)[0].decode("utf-8", "replace")
     return page(
         "session.html",
@@ -160,7 +150,8 @@ async def session_page(request: web.Request, viewer: Viewer) -> web.StreamRespon
 async def session_cast(request: web.Request, viewer: Viewer) -> web.StreamResponse:
     session_id = _session_id(request)
     try:
-        cast = await asyncio.to_thread(_read_cast, _sources(request), session_id)
+        index = console_context(request).session_index
+        cast = await asyncio.to_thread(_read_cast, index, _sources(request), session_id)
     except (NotFound, UsageError):
         return message_page(404, "No such session", f"no recording of session {session_id}", **viewer.template_values)
     return web.Response(

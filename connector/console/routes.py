@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from connector.console import access_requests_page, audit_page, pages, signin
+from connector.console import access_page, access_requests_page, audit_page, pages, signin
 from connector.console.guard import CONSOLE_PATH
 from connector.console.render import STATIC_DIR
 
@@ -21,4 +21,5 @@ def add_routes(app: web.Application) -> None:
     router.add_get(CONSOLE_PATH + "audit", audit_page.audit_search)
     router.add_get(access_requests_page.PAGE_PATH, access_requests_page.access_requests_list)
     router.add_post(access_requests_page.PAGE_PATH + "/{id}/{action}", access_requests_page.access_request_action)
+    router.add_get(CONSOLE_PATH + "access", access_page.access)
     router.add_static(CONSOLE_PATH + "static/", STATIC_DIR, follow_symlinks=False)

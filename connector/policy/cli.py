@@ -15,6 +15,7 @@ import json
 import re
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 from connector.configfile import ConfigError
 from connector.identity import Identity
@@ -72,39 +73,57 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _check(args: argparse.Namespace) -> int:
-    method = args.method.upper()
+    tags = dict(_parse_tag(t) for t in args.socket_tag)
+    now = parse_time(args.at, "--at") if args.at else datetime.now(UTC)
+    policies = load_policy_file(args.config, "check")[0].policies
+    result = check_request(
+        PolicyEngine(policies),
+        Identity(user=args.user, groups=tuple(args.group)),
+        args.socket,
+        tags,
+        args.method,
+        args.target,
+        source_ip=args.source_ip,
+        now=now,
+    )
+    print(json.dumps(result, indent=2))
+    return EXIT_ALLOWED if result["allowed"] else EXIT_DENIED
+
+
+def check_request(
+    engine: PolicyEngine,
+    identity: Identity,
+    socket: str,
+    socket_tags: dict[str, str],
+    method: str,
+    target: str,
+    *,
+    source_ip: str,
+    now: datetime,
+) -> dict[str, Any]:
+    """The decision on one request as `policy check` prints it (also the console's explain form);
+    UsageError for a request the proxy would refuse before any policy, or a bad source IP."""
     if not _METHOD.fullmatch(method):
-        raise UsageError(f"{args.method!r} is not an HTTP method")
-    path, _, query = args.target.partition("?")
+        raise UsageError(f"{method!r} is not an HTTP method")
+    method = method.upper()
+    path, _, query = target.partition("?")
     refused = reject_reason(method, path, query)
     if refused is not None:
         raise UsageError(f"the connector refuses this request with 400 Bad Request: {refused}")
-    tags = dict(_parse_tag(t) for t in args.socket_tag)
-    if args.source_ip:
+    if source_ip:
         try:
-            ipaddress.ip_address(args.source_ip)
+            ipaddress.ip_address(source_ip)
         except ValueError:
-            raise UsageError(f"--source-ip {args.source_ip!r} is not an IP address") from None
-    now = parse_time(args.at, "--at") if args.at else datetime.now(UTC)
-
-    policies = load_policy_file(args.config, "check")[0].policies
-
+            raise UsageError(f"--source-ip {source_ip!r} is not an IP address") from None
     info = parse_request_info(method, path, query)
-    identity = Identity(user=args.user, groups=tuple(args.group))
-    decision = PolicyEngine(policies).decide(identity, args.socket, tags, info, args.source_ip, now)
-    print(
-        json.dumps(
-            {
-                "allowed": decision.allowed,
-                "policy": decision.policy,
-                "rule": decision.rule,
-                "reason": decision.reason,
-                "request": info.to_dict(),
-            },
-            indent=2,
-        )
-    )
-    return EXIT_ALLOWED if decision.allowed else EXIT_DENIED
+    decision = engine.decide(identity, socket, socket_tags, info, source_ip, now)
+    return {
+        "allowed": decision.allowed,
+        "policy": decision.policy,
+        "rule": decision.rule,
+        "reason": decision.reason,
+        "request": info.to_dict(),
+    }
 
 
 def _parse_tag(text: str) -> tuple[str, str]:

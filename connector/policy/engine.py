@@ -52,6 +52,16 @@ class Decision:
     needs_grant: tuple[str, ...] = ()
 
 
+@dataclass(frozen=True, slots=True)
+class PolicyAtSocket:
+    """A policy naming a subject and selecting a socket (the console's access matrix shows these)."""
+
+    name: str
+    grant_only: bool
+    conditional: bool
+    kubernetes: bool
+
+
 @dataclass(frozen=True)
 class RulesForNamespace:
     """What a caller may do in one namespace, for SelfSubjectRulesReview (`kubectl auth can-i --list`)."""
@@ -310,6 +320,18 @@ class PolicyEngine:
             if policy.console is not None and policy.failure(source_ip, now) is None:
                 rights = rights.union(policy.console)
         return rights
+
+    def named_subjects(self) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The users and the groups the policies name (`*` left out: it names everyone), sorted."""
+        return tuple(sorted(u for u in self._by_user if u != "*")), tuple(sorted(g for g in self._by_group if g != "*"))
+
+    def policies_at(self, identity: Identity, socket_name: str, socket_tags: Mapping[str, str]) -> list[PolicyAtSocket]:
+        """The policies naming this caller and selecting this socket, in file order, whatever their
+        conditions and grants: what may apply, for a reviewer to read (`decide` says what applies now)."""
+        return [
+            PolicyAtSocket(p.name, p.grant_only, p.conditions is not None, p.kubernetes)
+            for p in self._candidates(identity, socket_name, socket_tags)
+        ]
 
     def rules_for(
         self,

@@ -281,6 +281,8 @@ class ConsoleRights(StrictModel):
     sessions: Literal["read"] | None = None
     audit: Literal["read"] | None = None
     access_requests: Literal["read", "approve"] | None = None
+    # Who may use what: the access matrix and the explain form (it reveals the policies, not the clusters).
+    access: Literal["read"] | None = None
 
     def union(self, other: ConsoleRights) -> ConsoleRights:
         """Rights from several policies add up, `approve` including `read`."""
@@ -290,11 +292,12 @@ class ConsoleRights(StrictModel):
             sessions=self.sessions or other.sessions,
             audit=self.audit or other.audit,
             access_requests=requests,
+            access=self.access or other.access,
         )
 
     @property
     def any(self) -> bool:
-        return bool(self.sessions or self.audit or self.access_requests)
+        return bool(self.sessions or self.audit or self.access_requests or self.access)
 
 
 class Policy(StrictModel):

@@ -29,6 +29,7 @@ from connector.authn.oidc import OidcVerifier
 from connector.console import routes as console_routes
 from connector.console.browser_sessions import BrowserSessions
 from connector.console.config import ConsoleConfig
+from connector.console.session_index import SessionIndex
 from connector.identity import Identity
 from connector.kube.status import status_json
 from connector.policy.access_model import AccessRequestDefinition
@@ -93,6 +94,8 @@ class ProxyContext:
     console: ConsoleConfig = field(default_factory=ConsoleConfig)
     # Where the console finds recorded sessions (the config's audit.file and recordings.dir).
     session_sources: Sources | None = None
+    # The console's index of those sessions (None with the console off).
+    session_index: SessionIndex | None = None
     # Signed-in console browsers: process-wide, never swapped on reload.
     browser_sessions: BrowserSessions = field(default_factory=BrowserSessions)
 

@@ -41,6 +41,7 @@ from connector.aws.discovery import DiscoveryService, EksCluster
 from connector.aws.token import EksTokenCache
 from connector.config import ConfigError, ConnectorConfig, load_config
 from connector.console.browser_sessions import BrowserSessions
+from connector.console.session_index import SessionIndex, open_session_index
 from connector.hosts import is_loopback
 from connector.policy.engine import PolicyEngine
 from connector.proxy.app import ProxyContext, TapFactory, create_app, runner_options
@@ -168,6 +169,7 @@ class Connector:
             session_sources=session_sources(cfg),
             access_webhook=webhook,
         )
+        self.ctx.session_index = open_session_index(cfg, self.ctx.session_sources, None)
         if webhook is not None:
             webhook.start()
         try:
@@ -189,6 +191,9 @@ class Connector:
             self._background.append(asyncio.create_task(announce_expiries(self.ctx), name="access-expiry-notices"))
         if self.watches_config:
             self._background.append(asyncio.create_task(self._watch_config(), name="config-watch"))
+        if self.ctx.session_index is not None:
+            index = self.ctx.session_index
+            self._background.append(asyncio.create_task(_catch_up(index), name="console-sessions-index"))
 
     def _open_audit(self, cfg: ConnectorConfig) -> AuditLog:
         """The audit log the config asks for; raises AuditSinkError."""
@@ -348,6 +353,7 @@ class Connector:
                 self._later(retired_store.close(), 0)
         ctx.console = cfg.console
         ctx.session_sources = session_sources(cfg)
+        ctx.session_index = open_session_index(cfg, ctx.session_sources, ctx.session_index)
         ctx.granted_streams.changed()  # grants follow the new definitions and policies
         if webhook is not ctx.access_webhook:
             retired_webhook, ctx.access_webhook = ctx.access_webhook, webhook
@@ -406,6 +412,8 @@ class Connector:
         if self.ctx is None:
             return
         self.ctx.shutting_down = True
+        if self.ctx.session_index is not None:
+            self.ctx.session_index.close()
         for task in self._background:
             task.cancel()
         await asyncio.gather(*self._background, return_exceptions=True)
@@ -532,6 +540,12 @@ def _reopen_audit(audit: AuditLog, cfg: AuditConfig) -> None:
         audit.reopen()
     except AuditSinkError as exc:
         log.error("%s; audit events keep going to the file opened before", exc)
+
+
+async def _catch_up(index: SessionIndex) -> None:
+    """Index the recorded sessions at start, so that the console's first sessions page is fast."""
+    for warning in await asyncio.to_thread(index.catch_up):
+        log.info("console: sessions index: %s", warning)  # the sessions page shows them too
 
 
 def _warn_restart_needed(old: ConnectorConfig, new: ConnectorConfig) -> None:

@@ -33,14 +33,17 @@ async def console_connector(
     *,
     policies: list[dict[str, Any]] | None = None,
     config: dict[str, Any] | None = None,
+    recordings: dict[str, Any] | None = None,
     **console: Any,
 ) -> AsyncIterator[ProxyHarness]:
-    """A connector with the console on, its redirect URI registered with a running IdP: by default alice
-    is a reviewer of sessions; `policies` replaces the reviewers policy, `config` adds config keys."""
+    """A connector with the console on, alice a reviewer (or all of these policies), its redirect URI
+    registered with a running IdP; `config` adds config keys, `recordings` adds to its recordings config
+    (e.g. an S3 bucket)."""
     async with running_issuer() as issuer:
-        full = {**_console_config(issuer.url, tmp, **console), **(config or {})}
-        reviewers = [REVIEWERS] if policies is None else policies
-        async with ProxyHarness(tmp, policies=[*DEFAULT_POLICIES, *reviewers], config=full) as h:
+        config = {**_console_config(issuer.url, tmp, **console), **(config or {})}
+        config["recordings"].update(recordings or {})
+        policies = [*DEFAULT_POLICIES, REVIEWERS] if policies is None else policies
+        async with ProxyHarness(tmp, policies=policies, config=config) as h:
             register_console(issuer, h.url)
             yield h
 

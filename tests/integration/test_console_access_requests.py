@@ -19,6 +19,7 @@ from tests.integration.test_access_request_api import POLICIES as API_POLICIES
 from tests.integration.test_access_webhook import SECRET, Receiver, receiving
 from tests.integration.test_console import console_connector
 from tests.support.console import browser, sign_in
+from tests.support.proxy_harness import DEFAULT_POLICIES
 
 APPROVERS: list[dict[str, Any]] = [
     {
@@ -82,7 +83,9 @@ def error_line(page: str) -> str:
 async def test_approve_deny_and_revoke_in_the_page_follow_the_apis_rules(tmp_path):
     async with (
         receiving(Receiver()) as receiver,
-        console_connector(tmp_path, policies=APPROVERS, config=access_config(tmp_path, receiver.url)) as h,
+        console_connector(
+            tmp_path, policies=[*DEFAULT_POLICIES, *APPROVERS], config=access_config(tmp_path, receiver.url)
+        ) as h,
     ):
         approved, denied = await file_request(h), await file_request(h)
         assert (await h.request("DELETE", DELETE_POD, user="alice"))[0] == 403
@@ -158,7 +161,9 @@ async def test_approve_deny_and_revoke_in_the_page_follow_the_apis_rules(tmp_pat
 
 
 async def test_readers_see_no_forms_may_not_act_and_nobody_approves_their_own(tmp_path):
-    async with console_connector(tmp_path, policies=APPROVERS, config=access_config(tmp_path)) as h:
+    async with console_connector(
+        tmp_path, policies=[*DEFAULT_POLICIES, *APPROVERS], config=access_config(tmp_path)
+    ) as h:
         filed = await file_request(h)
         assert h.connector is not None and h.connector.ctx is not None
         store = h.connector.ctx.access_store

@@ -12,6 +12,7 @@ from typing import Any
 from connector.console import audit_page
 from tests.integration.test_console import console_connector
 from tests.support.console import SESSION_ID, browser, sign_in
+from tests.support.proxy_harness import DEFAULT_POLICIES
 
 AUDITORS: dict[str, Any] = {
     "name": "auditors",
@@ -27,7 +28,7 @@ def _next_link(page: str) -> str | None:
 
 
 async def test_a_denied_delete_is_found_by_its_filters_and_links_only_sessions(tmp_path):
-    async with console_connector(tmp_path, policies=[AUDITORS]) as h:
+    async with console_connector(tmp_path, policies=[*DEFAULT_POLICIES, AUDITORS]) as h:
         status, _, _ = await h.request("DELETE", DELETE_POD, user="alice")  # dev-read: no delete
         assert status == 403
         assert (await h.request("GET", "/sockets/prod/api/v1/namespaces/default/pods", user="alice"))[0] == 200
@@ -59,7 +60,7 @@ async def test_a_denied_delete_is_found_by_its_filters_and_links_only_sessions(t
 
 async def test_pages_resume_from_their_position(tmp_path, monkeypatch):
     monkeypatch.setattr(audit_page, "EVENTS_PER_PAGE", 2)
-    async with console_connector(tmp_path, policies=[AUDITORS]) as h:
+    async with console_connector(tmp_path, policies=[*DEFAULT_POLICIES, AUDITORS]) as h:
         for _ in range(5):
             await h.request("DELETE", DELETE_POD, user="alice")
         expected = [e["request_id"] for e in h.audit_events() if e.get("request", {}).get("verb") == "delete"]
@@ -79,7 +80,7 @@ async def test_pages_resume_from_their_position(tmp_path, monkeypatch):
 
 
 async def test_bad_input_is_a_one_line_error_and_rights_are_checked(tmp_path):
-    async with console_connector(tmp_path, policies=[AUDITORS]) as h:
+    async with console_connector(tmp_path, policies=[*DEFAULT_POLICIES, AUDITORS]) as h:
         async with browser(h.ssl_context()) as session:
             await sign_in(session, h.url, "alice")
             for query, message in (

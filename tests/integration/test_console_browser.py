@@ -1,6 +1,6 @@
 """The console in a real browser: headless Chromium (Debian's package, never a downloaded one) driven
 by Playwright against a real connector and the sandbox IdP on 127.0.0.1. Screenshots of each page are
-saved in the test's tmp dir (`console-*.png`)."""
+saved in the test's tmp dir (`console-*.png`), or with CONSOLE_SCREENSHOTS=docs/console in the README's."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 
 from connector.console.render import PLAYER_SCRIPT
 from tests.integration.test_console import console_connector
-from tests.support.console import CHROMIUM, SESSION_ID, SESSION_OUTPUT, signed_in_page, write_recording
+from tests.support.console import CHROMIUM, SESSION_ID, SESSION_OUTPUT, screenshot_dir, signed_in_page, write_recording
 
 playwright_api = pytest.importorskip(
     "playwright.async_api", reason="playwright is not installed (requirements-dev.txt)"
@@ -25,8 +25,7 @@ pytestmark = [
 
 
 async def test_alice_signs_in_lists_sessions_and_replays_one_and_carol_is_refused(tmp_path):
-    shots = tmp_path / "screenshots"  # kept by pytest for the last runs
-    shots.mkdir()
+    shots = screenshot_dir(tmp_path)
     async with console_connector(tmp_path) as h, playwright_api.async_playwright() as pw:
         write_recording(tmp_path / "recordings")
         browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox"])
@@ -45,7 +44,7 @@ async def test_alice_signs_in_lists_sessions_and_replays_one_and_carol_is_refuse
             await page.locator("#player .ap-player").wait_for()
             await page.locator("#player").click()  # play
             await page.locator("#player").get_by_text(SESSION_OUTPUT).wait_for(timeout=15_000)
-            await page.screenshot(path=shots / "console-session.png")
+            await page.screenshot(path=shots / "console-session.png", full_page=True)
             assert refused == [], refused
 
             page = await signed_in_page(browser, h.url, "carol")
@@ -54,6 +53,5 @@ async def test_alice_signs_in_lists_sessions_and_replays_one_and_carol_is_refuse
             await page.screenshot(path=shots / "console-forbidden.png")
         finally:
             await browser.close()
-    assert sorted(p.name for p in shots.iterdir()) == [
-        "console-forbidden.png", "console-home.png", "console-session.png", "console-sessions.png"
-    ]  # fmt: skip
+    names = ("console-forbidden.png", "console-home.png", "console-session.png", "console-sessions.png")
+    assert all((shots / name).stat().st_size > 0 for name in names)

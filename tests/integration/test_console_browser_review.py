@@ -10,6 +10,7 @@ import pytest
 from tests.integration.test_console import console_connector
 from tests.integration.test_console_access_requests import APPROVERS, DELETE_POD, access_config, file_request
 from tests.support.console import CHROMIUM, signed_in_page
+from tests.support.proxy_harness import DEFAULT_POLICIES
 
 playwright_api = pytest.importorskip(
     "playwright.async_api", reason="playwright is not installed (requirements-dev.txt)"
@@ -23,7 +24,7 @@ async def test_alice_finds_a_denied_delete_and_approves_the_request_that_follows
     shots = tmp_path / "screenshots"
     shots.mkdir()
     async with (
-        console_connector(tmp_path, policies=APPROVERS, config=access_config(tmp_path)) as h,
+        console_connector(tmp_path, policies=[*DEFAULT_POLICIES, *APPROVERS], config=access_config(tmp_path)) as h,
         playwright_api.async_playwright() as pw,
     ):
         status, _, _ = await h.request("DELETE", DELETE_POD, user="alice")  # a developer: no delete

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import ssl
@@ -17,9 +18,21 @@ from sandbox.oidc import OidcIssuer
 
 # Debian's package puts it on PATH; Playwright is pointed at it, so `playwright install` is never needed.
 CHROMIUM = shutil.which("chromium")
+REPO = Path(__file__).resolve().parents[2]
+# Small enough for the README, big enough to read a page.
+SCREENSHOT_VIEWPORT = {"width": 1000, "height": 650}
 SESSION_ID = "c0ffee00-1111-2222-3333-444455556666"
 SESSION_OUTPUT = "hello from the pod"
 _HIDDEN = re.compile(r'<input type="hidden" name="([^"]+)" value="([^"]*)">')
+
+
+def screenshot_dir(tmp_path: Path) -> Path:
+    """Where the browser tests save their screenshots: the test's tmp dir, or, with
+    CONSOLE_SCREENSHOTS=docs/console (a path in the repo), the README's pictures."""
+    wanted = os.environ.get("CONSOLE_SCREENSHOTS")
+    directory = REPO / wanted if wanted else tmp_path / "screenshots"
+    directory.mkdir(parents=True, exist_ok=True)
+    return directory
 
 
 def register_console(issuer: OidcIssuer, connector_url: str) -> str:
@@ -79,11 +92,14 @@ def write_recording(directory: Path) -> bytes:
     return body
 
 
-async def signed_in_page(browser: Any, url: str, user: str, refused: list[str] | None = None, width: int = 1200) -> Any:
+async def signed_in_page(
+    browser: Any, url: str, user: str, refused: list[str] | None = None, width: int | None = None
+) -> Any:
     """A page of a new context of a Playwright browser, signed in to the console as `user` through the
     sandbox IdP; the Content Security Policy violations it reports are added to `refused`."""
     # The connector's CA is made per run; the browser is told to accept it.
-    context = await browser.new_context(ignore_https_errors=True, viewport={"width": width, "height": 800})
+    viewport = SCREENSHOT_VIEWPORT if width is None else {"width": width, "height": 800}
+    context = await browser.new_context(ignore_https_errors=True, viewport=viewport)
     page = await context.new_page()
     if refused is not None:
         page.on("console", lambda msg: refused.append(msg.text) if "Content Security Policy" in msg.text else None)
