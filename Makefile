@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 REQUIREMENTS := requirements-connector.txt requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 
-.PHONY: test lint sandbox bench clean control-plane console-player chromium
+.PHONY: test lint sandbox bench clean control-plane pulumi-engine console-player chromium
 
 # The console's session player: asciinema-player from npm, pinned by connector/console/player's lock
 # file, copied into the served static dir (git-ignored, never committed).
@@ -28,6 +28,11 @@ lint: $(VENV)/.installed
 
 control-plane: $(VENV)/.installed
 	$(PY) -m sandbox.controlplane build
+
+# The real Pulumi engine (the pulumi CLI and pulumi-resource-kubernetes) built from Go modules into a
+# cache outside the work tree (sandbox/pulumi_engine/binaries.py), for tests/integration/test_real_pulumi_engine.py.
+pulumi-engine: $(VENV)/.installed
+	$(PY) -m sandbox.pulumi_engine build
 
 $(PLAYER_STATIC)/asciinema-player.min.js: $(PLAYER_DIR)/package.json $(PLAYER_DIR)/package-lock.json
 	cd $(PLAYER_DIR) && npm ci --ignore-scripts --no-audit --no-fund

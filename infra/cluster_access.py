@@ -56,12 +56,8 @@ class ClusterAccess(pulumi.ComponentResource):
         if not args.mapping_in_cluster:
             self._map_role(name, args)
         if args.rbac_rules:
-            provider = k8s.Provider(name, kubeconfig=args.kubeconfig, opts=pulumi.ResourceOptions(parent=self))
-            on_cluster = pulumi.ResourceOptions(parent=self, provider=provider)
-            role, binding = rbac.group_access_manifests(args.rbac_rules, args.group)
-            created_role = declare(f"{name}-role", role, on_cluster)
-            after_role = pulumi.ResourceOptions(parent=self, provider=provider, depends_on=[created_role])
-            declare(f"{name}-binding", binding, after_role)
+            assert args.kubeconfig is not None  # ClusterAccessArgs refuses RBAC rules without a kubeconfig
+            declare_rbac(self, name, rbac.group_access_manifests(args.rbac_rules, args.group), args.kubeconfig)
         self.method = args.method
         self.register_outputs({"method": self.method, "group": args.group})
 
@@ -100,3 +96,19 @@ class ClusterAccess(pulumi.ComponentResource):
                 region=args.region,
                 opts=pulumi.ResourceOptions(parent=self, depends_on=[entry]),
             )
+
+
+def declare_rbac(
+    parent: pulumi.Resource,
+    name: str,
+    role_and_binding: list[dict],
+    kubeconfig: pulumi.Input[str],
+    context: str | None = None,
+) -> None:
+    """A ClusterRole and its ClusterRoleBinding (`infra.rbac`), through a provider for one cluster."""
+    provider = k8s.Provider(name, kubeconfig=kubeconfig, context=context, opts=pulumi.ResourceOptions(parent=parent))
+    role, binding = role_and_binding
+    created_role = declare(f"{name}-role", role, pulumi.ResourceOptions(parent=parent, provider=provider))
+    declare(
+        f"{name}-binding", binding, pulumi.ResourceOptions(parent=parent, provider=provider, depends_on=[created_role])
+    )

@@ -13,7 +13,16 @@ import ipaddress
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BeforeValidator, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Discriminator,
+    Field,
+    PrivateAttr,
+    Tag,
+    ValidationError,
+    model_validator,
+)
 
 from connector.aws.names import aws_region, eks_cluster_name
 from connector.config import ConnectorConfig
@@ -96,7 +105,40 @@ class ClusterRef(StrictModel):
     region: Region | None = None
 
 
-ClusterEntry = Annotated[ClusterRef, _shorthand("name")]
+def _non_empty(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must not be empty")
+    return value
+
+
+class KubeconfigClusterRef(StrictModel):
+    """Any Kubernetes cluster, reached through a context of a kubeconfig file: no AWS involved.
+
+    Without `context`, the file's current-context. A relative path is relative to the project
+    directory (where `pulumi` runs the program).
+    """
+
+    kubeconfig: Annotated[str, AfterValidator(_non_empty)]
+    context: Annotated[str, AfterValidator(_non_empty)] | None = None
+
+    @property
+    def key(self) -> str:
+        """How the stack names this cluster in outputs and messages."""
+        return f"{self.kubeconfig}#{self.context}" if self.context else self.kubeconfig
+
+
+def _cluster_kind(value: Any) -> str:
+    """`kubeconfig` for an entry with a kubeconfig key, else an EKS cluster (by name)."""
+    if isinstance(value, dict):
+        return "[kubeconfig]" if "kubeconfig" in value else "[eks]"
+    return "[kubeconfig]" if isinstance(value, KubeconfigClusterRef) else "[eks]"
+
+
+ClusterEntry = Annotated[
+    Annotated[ClusterRef, Tag("[eks]")] | Annotated[KubeconfigClusterRef, Tag("[kubeconfig]")],
+    Discriminator(_cluster_kind),
+    _shorthand("name"),
+]
 
 
 class RbacRule(StrictModel):
@@ -167,10 +209,11 @@ class TrustConfig(StrictModel):
 
     `irsa`: the connector's service account via the home cluster's OIDC provider; `podIdentity`:
     EKS Pod Identity (plus the association); `ec2`: an instance profile for a connector on EC2;
-    `principals`: the listed IAM role/user ARNs.
+    `principals`: the listed IAM role/user ARNs; `none`: no IAM role at all (clusters reached by
+    kubeconfig, where the connector uses its service account).
     """
 
-    mode: Literal["irsa", "podIdentity", "ec2", "principals"]
+    mode: Literal["irsa", "podIdentity", "ec2", "principals", "none"]
     principals: list[str] = Field(default_factory=list)
 
     @model_validator(mode="after")
@@ -319,9 +362,11 @@ class StackConfig(StrictModel):
             raise ValueError("nothing to grant access to: set clusters (names, or '*') and/or createCluster")
         if self.regions and self.clusters != "*":
             raise ValueError("regions is only used with clusters: '*' (give each listed cluster its own region)")
+        if self.kubeconfig_mode:
+            return self._kubeconfig_coherent()
         if isinstance(self.clusters, list):
             seen: set[tuple[str, str | None]] = set()
-            for ref in self.clusters:
+            for ref in self.eks_clusters:
                 if (ref.name, ref.region) in seen:
                     raise ValueError(f"cluster {ref.name!r} is listed twice")
                 seen.add((ref.name, ref.region))
@@ -329,6 +374,11 @@ class StackConfig(StrictModel):
         if self.connector.deploy and self.connector.home_cluster is None and self.create_cluster is None:
             raise ValueError("connector.homeCluster is required to deploy the connector (or set createCluster)")
         mode = self.trust_mode
+        if mode == "none":
+            raise ValueError(
+                "trust none creates no IAM role, so EKS clusters could not map it: it is for clusters reached "
+                "by kubeconfig ({kubeconfig: PATH, context: NAME})"
+            )
         if self.connector.deploy and mode not in ("irsa", "podIdentity"):
             raise ValueError(
                 f"trust {mode} does not give the role to pods: an in-cluster connector needs trust irsa or "
@@ -344,11 +394,73 @@ class StackConfig(StrictModel):
             )
         return self
 
+    def _kubeconfig_coherent(self) -> StackConfig:
+        """A stack of clusters reached by kubeconfig: Kubernetes objects only, no AWS resource at all."""
+        if self.clusters == "*":
+            raise ValueError("clusters: '*' lists EKS clusters; list each kubeconfig cluster instead")
+        entries = [*self.clusters, *([self.connector.home_cluster] if self.connector.home_cluster else [])]
+        if any(isinstance(entry, ClusterRef) for entry in entries):
+            raise ValueError(
+                "EKS clusters (by name) and clusters reached by kubeconfig cannot be mixed in one stack: "
+                "an EKS cluster maps the stack's IAM role, which a kubeconfig stack does not create"
+            )
+        keys = [ref.key for ref in self.kubeconfig_clusters]
+        for key in keys:
+            if keys.count(key) > 1:
+                raise ValueError(f"cluster {key!r} is listed twice")
+        not_applicable = {
+            "create_cluster": "createCluster makes an EKS cluster",
+            "access_mode": "accessMode chooses between aws-auth and EKS access entries",
+        }
+        for field, why in not_applicable.items():
+            if field in self.model_fields_set:
+                raise ValueError(f"{why}; remove it for clusters reached by kubeconfig")
+        if self.recordings.enabled:
+            raise ValueError(
+                "recordings.bucket needs the IAM role a kubeconfig stack does not create; keep recordings: none "
+                "(the connector's own recordings settings, connector.config.recordings, still apply)"
+            )
+        if self.rbac.mode == "systemMasters":
+            raise ValueError(
+                "rbac systemMasters maps an IAM role to system:masters; for clusters reached by kubeconfig use "
+                "rbac create (rules: full grants everything) or existingGroup"
+            )
+        if self.trust_mode != "none":
+            raise ValueError(
+                f"trust {self.trust_mode} gives an IAM role to the connector; clusters reached by kubeconfig use "
+                "trust none (the connector reaches its home cluster with its service account)"
+            )
+        if self.connector.deploy and self.connector.home_cluster is None:
+            raise ValueError(
+                "connector.homeCluster is required to deploy the connector: {kubeconfig: PATH, context: NAME}"
+            )
+        return self
+
+    @property
+    def kubeconfig_mode(self) -> bool:
+        """True when the clusters are reached by kubeconfig (any Kubernetes) rather than found in EKS."""
+        entries = [*(self.clusters if isinstance(self.clusters, list) else []), self.connector.home_cluster]
+        return any(isinstance(entry, KubeconfigClusterRef) for entry in entries)
+
+    @property
+    def eks_clusters(self) -> list[ClusterRef]:
+        """The listed EKS clusters (none with clusters: '*', which the program looks up)."""
+        listed = self.clusters if isinstance(self.clusters, list) else []
+        return [entry for entry in listed if isinstance(entry, ClusterRef)]
+
+    @property
+    def kubeconfig_clusters(self) -> list[KubeconfigClusterRef]:
+        listed = self.clusters if isinstance(self.clusters, list) else []
+        return [entry for entry in listed if isinstance(entry, KubeconfigClusterRef)]
+
     @property
     def trust_mode(self) -> str:
-        """The trust mode, defaulting to Pod Identity in a new cluster and IRSA in an existing one."""
+        """The trust mode, defaulting to none for kubeconfig clusters, Pod Identity in a new cluster and IRSA
+        in an existing one."""
         if self.trust is not None:
             return self.trust.mode
+        if self.kubeconfig_mode:
+            return "none"
         if not self.connector.deploy:
             raise ValueError("trust is required when connector.deploy is false: ec2 or principals")
         return "podIdentity" if self.connector.home_cluster is None else "irsa"

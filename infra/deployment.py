@@ -32,6 +32,7 @@ class ConnectorDeploymentArgs:
     settings: manifests.ConnectorManifestSettings
     pod_identity: PodIdentityArgs | None = None
     wait_for: Sequence[pulumi.Resource] = ()  # e.g. the Pod Identity agent add-on of a new cluster
+    context: str | None = None  # the kubeconfig's context (a cluster reached by kubeconfig); None: the current one
 
 
 class ConnectorDeployment(pulumi.ComponentResource):
@@ -42,7 +43,9 @@ class ConnectorDeployment(pulumi.ComponentResource):
     def __init__(self, name: str, args: ConnectorDeploymentArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("eks-access-connector:index:ConnectorDeployment", name, None, opts)
         settings = args.settings
-        provider = k8s.Provider(name, kubeconfig=args.kubeconfig, opts=pulumi.ResourceOptions(parent=self))
+        provider = k8s.Provider(
+            name, kubeconfig=args.kubeconfig, context=args.context, opts=pulumi.ResourceOptions(parent=self)
+        )
 
         def on_cluster(*depends_on: pulumi.Resource) -> pulumi.ResourceOptions:
             return pulumi.ResourceOptions(parent=self, provider=provider, depends_on=list(depends_on))

@@ -23,7 +23,7 @@ from connector.kube.rbac import PolicyRule
 from infra import iam_documents, manifests, rbac
 from infra.aws_auth import role_arn_without_path
 from infra.cluster_access import CLUSTER_ADMIN_POLICY, USERNAME, ClusterAccess, ClusterAccessArgs
-from infra.config import StackConfig, StackConfigError
+from infra.config import ClusterRef, StackConfig, StackConfigError
 from infra.connector_config import ConnectorConfigConflict, RecordingsTarget, config_yaml, in_cluster_config
 from infra.deployment import ConnectorDeployment, ConnectorDeploymentArgs, PodIdentityArgs
 from infra.iam import ConnectorRole, ConnectorRoleArgs
@@ -120,7 +120,7 @@ def _targets(cfg: StackConfig, env: Environment) -> list[ExistingCluster]:
         for region in cfg.regions or [env.region]:
             found += [_describe(name, region) for name in sorted(aws.eks.get_clusters(region=region).names)]
         return found
-    return [_describe(ref.name, ref.region or env.region) for ref in cfg.clusters]
+    return [_describe(ref.name, ref.region or env.region) for ref in cfg.eks_clusters]
 
 
 def access_method(access_mode: str, cluster: ExistingCluster) -> str:
@@ -188,6 +188,7 @@ def plan(cfg: StackConfig, env: Environment, source: str) -> Plan:
     home: ExistingCluster | None = None
     if cfg.connector.deploy and cfg.connector.home_cluster is not None:
         ref = cfg.connector.home_cluster
+        assert isinstance(ref, ClusterRef)  # StackConfig keeps kubeconfig clusters out of an EKS stack
         key = f"{ref.region or env.region}/{ref.name}"
         home = next((c for c in targets if c.key == key), None) or _describe(ref.name, ref.region or env.region)
     recordings: RecordingsTarget | None = None
@@ -203,25 +204,41 @@ def plan(cfg: StackConfig, env: Environment, source: str) -> Plan:
         trust_policy = _trust_policy(cfg, env, home)
     except ValueError as exc:
         problems.append(f"{source}: {exc}")
-    config_text = ""
-    if cfg.connector.deploy:
-        try:
-            config = in_cluster_config(
-                cfg.connector.raw_config,
-                tls_from_secret=cfg.connector.tls is not None and cfg.connector.tls.secret_name is not None,
-                recordings=recordings,
-                stack_manages_iam=True,
-                source=source,
-                key_prefix="connector.config.",
-            )
-            config_text = config_yaml(config, f"{source}: connector.config (as deployed)")
-        except ConnectorConfigConflict as exc:
-            problems += exc.problems
-        except ConfigError as exc:
-            problems += exc.errors
+    config_text = connector_config_text(cfg, recordings, source, problems, stack_manages_iam=True)
     if problems:
         raise StackConfigError(problems)
     return Plan(targets, methods, home, recordings, trust_policy, config_text)
+
+
+def connector_config_text(
+    cfg: StackConfig, recordings: RecordingsTarget | None, source: str, problems: list[str], *, stack_manages_iam: bool
+) -> str:
+    """The connector config as deployed ("" when not deployed); its problems are appended to `problems`."""
+    if not cfg.connector.deploy:
+        return ""
+    try:
+        config = in_cluster_config(
+            cfg.connector.raw_config,
+            tls_from_secret=cfg.connector.tls is not None and cfg.connector.tls.secret_name is not None,
+            recordings=recordings,
+            stack_manages_iam=stack_manages_iam,
+            source=source,
+            key_prefix="connector.config.",
+        )
+        return config_yaml(config, f"{source}: connector.config (as deployed)")
+    except ConnectorConfigConflict as exc:
+        problems += exc.problems
+    except ConfigError as exc:
+        problems += exc.errors
+    return ""
+
+
+def warn_about_system_masters(cfg: StackConfig) -> None:
+    if cfg.rbac.mode == "systemMasters":
+        pulumi.log.warn(
+            "rbac: systemMasters maps the connector to system:masters (cluster-admin) on every target cluster; "
+            "prefer rbac: create, so the cluster's RBAC bounds what the connector can do"
+        )
 
 
 def _new_cluster(cfg: StackConfig, env: Environment, role_arn: pulumi.Output[str]) -> tuple[eks.Cluster, str]:
@@ -274,11 +291,7 @@ def deploy(cfg: StackConfig, env: Environment, source: str = "stack config") -> 
     `source` names the configuration in error messages.
     """
     decided = plan(cfg, env, source)
-    if cfg.rbac.mode == "systemMasters":
-        pulumi.log.warn(
-            "rbac: systemMasters maps the connector to system:masters (cluster-admin) on every target cluster; "
-            "prefer rbac: create, so the cluster's RBAC bounds what the connector can do"
-        )
+    warn_about_system_masters(cfg)
     recordings = decided.recordings
     if recordings is not None and cfg.recordings.bucket == "create":
         RecordingsBucket(
@@ -336,11 +349,11 @@ def deploy(cfg: StackConfig, env: Environment, source: str = "stack config") -> 
         outputs["recordings"] = f"s3://{recordings.bucket}/{recordings.prefix}"
     if cfg.connector.deploy:
         assert home is not None  # StackConfig requires a home cluster or createCluster to deploy
-        url = _declare_connector(cfg, decided.config_text, home, role.arn)
-        outputs["connectorUrl"] = url
-        outputs["kubeconfigCommand"] = url.apply(
-            lambda u: f"python -m connector client kubeconfig set --connector {u}" if u else ""
-        )
+        outputs.update(declare_connector(cfg, decided.config_text, home, role.arn))
+    return export(outputs)
+
+
+def export(outputs: dict[str, Any]) -> dict[str, Any]:
     for key, value in outputs.items():
         pulumi.export(key, value)
     return outputs
@@ -352,8 +365,9 @@ class HomeCluster:
 
     name: pulumi.Input[str]
     region: str
-    kubeconfig: pulumi.Input[str]
+    kubeconfig: pulumi.Input[str]  # JSON, or (for a kubeconfig cluster) the file's path
     wait_for: tuple[pulumi.Resource, ...] = ()  # what must exist before the pods start
+    context: str | None = None  # the kubeconfig's context; None: its current one
 
 
 def _declare_new_cluster(
@@ -399,10 +413,12 @@ def _declare_new_cluster(
     return HomeCluster(described.name, env.region, kubeconfig, wait_for), method
 
 
-def _declare_connector(
-    cfg: StackConfig, config_text: str, home: HomeCluster, role_arn: pulumi.Output[str]
-) -> pulumi.Output[str]:
-    """The connector in its home cluster; returns the URL users connect to."""
+def declare_connector(
+    cfg: StackConfig, config_text: str, home: HomeCluster, role_arn: pulumi.Output[str] | None
+) -> dict[str, pulumi.Output[str]]:
+    """The connector in its home cluster; returns the stack outputs that tell users where it is.
+
+    `role_arn` is None in a stack without an IAM role (trust none)."""
     connector = cfg.connector
     settings = manifests.ConnectorManifestSettings(
         namespace=connector.namespace,
@@ -414,20 +430,28 @@ def _declare_connector(
         source_ranges=tuple(connector.service.source_ranges),
         tls_secret_name=connector.tls.secret_name if connector.tls else None,
         certificate_arn=connector.tls.certificate_arn if connector.tls else None,
-        service_account_annotations={manifests.IRSA_ANNOTATION: role_arn} if cfg.trust_mode == "irsa" else {},
+        service_account_annotations=(
+            {manifests.IRSA_ANNOTATION: role_arn} if role_arn is not None and cfg.trust_mode == "irsa" else {}
+        ),
     )
     pod_identity = (
         PodIdentityArgs(cluster_name=home.name, region=home.region, role_arn=role_arn)
-        if cfg.trust_mode == "podIdentity"
+        if role_arn is not None and cfg.trust_mode == "podIdentity"
         else None
     )
     deployment = ConnectorDeployment(
         NAME,
         ConnectorDeploymentArgs(
-            kubeconfig=home.kubeconfig, settings=settings, pod_identity=pod_identity, wait_for=home.wait_for
+            kubeconfig=home.kubeconfig,
+            settings=settings,
+            pod_identity=pod_identity,
+            wait_for=home.wait_for,
+            context=home.context,
         ),
     )
-    return connector_url(cfg, deployment.load_balancer_hostname)
+    url = connector_url(cfg, deployment.load_balancer_hostname)
+    command = url.apply(lambda u: f"python -m connector client kubeconfig set --connector {u}" if u else "")
+    return {"connectorUrl": url, "kubeconfigCommand": command}
 
 
 def connector_url(cfg: StackConfig, hostname: pulumi.Output[str]) -> pulumi.Output[str]:

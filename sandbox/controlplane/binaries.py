@@ -106,9 +106,14 @@ def _wrapper(minor: str) -> _Wrapper:
     return _Wrapper(minor, GOMOD_DIR / f"k8s-{minor}", programs, tags)
 
 
-def cache_root() -> Path:
+def cache_base() -> Path:
+    """`$XDG_CACHE_HOME/eks-access-connector` (default `~/.cache/...`): where built Go programs are kept."""
     base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
-    return Path(base) / "eks-access-connector" / "controlplane"
+    return Path(base) / "eks-access-connector"
+
+
+def cache_root() -> Path:
+    return cache_base() / "controlplane"
 
 
 def apiserver_minor(binary: Path) -> str | None:
@@ -201,12 +206,36 @@ def _build(wrapper: _Wrapper, directory: Path, out: TextIO) -> None:
 
 
 def _go_build(wrapper: _Wrapper, package: str, target: Path, out: TextIO, started: float) -> None:
-    command = ["go", "build", "-v", "-trimpath", f"-ldflags=-s -w {' '.join(wrapper.ldflags)}", "-o", str(target)]
-    if wrapper.tags:
-        command.append(f"-tags={wrapper.tags}")
+    try:
+        go_build(wrapper.directory, package, target, ldflags=wrapper.ldflags, tags=wrapper.tags,
+                 label=f"control plane: {target.name} {wrapper.minor}", out=out, started=started)
+    except GoBuildFailed as exc:
+        raise ControlPlaneUnavailable(f"building {target.name} {wrapper.minor} failed {exc}") from None
+
+
+class GoBuildFailed(Exception):
+    """`go build` exited non-zero; the message is `(go build exited N):` and its last lines."""
+
+
+def go_build(
+    module: Path,
+    package: str,
+    target: Path,
+    *,
+    ldflags: list[str],
+    label: str,
+    out: TextIO,
+    started: float,
+    tags: str = "",
+) -> None:
+    """`go build` of `package` in the wrapper module `module` into `target`, reproducibly (-trimpath,
+    no VCS stamp, go.mod never edited), printing `label: N packages compiled, T s` every few seconds."""
+    command = ["go", "build", "-v", "-trimpath", f"-ldflags=-s -w {' '.join(ldflags)}", "-o", str(target)]
+    if tags:
+        command.append(f"-tags={tags}")
     command.append(package)
     env = {**os.environ, "GOFLAGS": "-mod=readonly -buildvcs=false", "GOWORK": "off"}
-    process = subprocess.Popen(command, cwd=wrapper.directory, env=env, stdin=subprocess.DEVNULL,
+    process = subprocess.Popen(command, cwd=module, env=env, stdin=subprocess.DEVNULL,
                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, errors="replace")
     assert process.stdout is not None
     tail: deque[str] = deque(maxlen=30)
@@ -215,8 +244,7 @@ def _go_build(wrapper: _Wrapper, package: str, target: Path, out: TextIO, starte
 
     def report() -> None:
         while not done.wait(PROGRESS_SECONDS):
-            print(f"control plane: {target.name} {wrapper.minor}: {compiled} packages compiled, "
-                  f"{time.monotonic() - started:.0f} s", file=out, flush=True)
+            print(f"{label}: {compiled} packages compiled, {time.monotonic() - started:.0f} s", file=out, flush=True)
 
     reporter = threading.Thread(target=report, daemon=True)
     reporter.start()
@@ -231,5 +259,4 @@ def _go_build(wrapper: _Wrapper, package: str, target: Path, out: TextIO, starte
             process.kill()
     if code != 0:
         last = "\n".join(tail)
-        raise ControlPlaneUnavailable(
-            f"building {target.name} {wrapper.minor} failed (go build exited {code}):\n{last}")
+        raise GoBuildFailed(f"(go build exited {code}):\n{last}")
