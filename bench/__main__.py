@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 import sys
 
-BENCHMARKS = ("policy", "replay", "aws", "proxy")
+BENCHMARKS = ("policy", "replay", "aws", "proxy", "console")
 
 
 def main(argv: list[str]) -> int:
