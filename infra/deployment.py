@@ -43,8 +43,14 @@ class ConnectorDeployment(pulumi.ComponentResource):
     def __init__(self, name: str, args: ConnectorDeploymentArgs, opts: pulumi.ResourceOptions | None = None):
         super().__init__("eks-access-connector:index:ConnectorDeployment", name, None, opts)
         settings = args.settings
+        # The config Secret is updated in place when the config changes (the provider's default replaces a
+        # Secret, deleting it first since its name is fixed); the Deployment rolls by its config checksum.
         provider = k8s.Provider(
-            name, kubeconfig=args.kubeconfig, context=args.context, opts=pulumi.ResourceOptions(parent=self)
+            name,
+            kubeconfig=args.kubeconfig,
+            context=args.context,
+            enable_secret_mutable=True,
+            opts=pulumi.ResourceOptions(parent=self),
         )
 
         def on_cluster(*depends_on: pulumi.Resource) -> pulumi.ResourceOptions:

@@ -100,7 +100,7 @@ def test_a_kubeconfig_stack_declares_no_aws_and_binds_the_connectors_service_acc
     assert providers == {
         "kubeconfig-home": {"kubeconfig": kubeconfig, "context": "home"},
         "kubeconfig-edge": {"kubeconfig": kubeconfig, "context": "edge"},
-        "eks-access-connector": {"kubeconfig": kubeconfig, "context": "home"},
+        "eks-access-connector": {"kubeconfig": kubeconfig, "context": "home", "enableSecretMutable": "true"},
     }
     bindings = {d.name: d for d in result.mocks.of_type("kubernetes:rbac.authorization.k8s.io/v1:ClusterRoleBinding")}
     home, edge = bindings["kubeconfig-home-binding"], bindings["kubeconfig-edge-binding"]
