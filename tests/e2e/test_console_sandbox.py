@@ -1,7 +1,7 @@
 """The sandbox's console, as its tour prints it: alice (platform-admins) signs in through the sandbox
 IdP and sees the recorded sessions; carol, with no console rights, gets the 403 page; alice finds
 bob's denied delete in the audit page and approves the request bob files with the tour's command,
-in headless Chromium.
+in headless Chromium; alice plays her own exec session in the console's player.
 The connector runs `serve` with its default workers, so the sign-in and the pages reach different
 workers."""
 
@@ -16,10 +16,11 @@ from typing import Any
 import pytest
 
 from sandbox.world import PROD_SOCKET
+from tests.e2e.test_recordings import WEB_POD
 from tests.e2e.test_tour import _tour_commands
 from tests.e2e.test_tour_access import BOB, run, with_id
 from tests.support.console import CHROMIUM, browser, sign_in, signed_in_page
-from tests.support.sandbox_process import Kubectl, SandboxProcess
+from tests.support.sandbox_process import AuditLog, Kubectl, SandboxProcess
 
 pytestmark = [pytest.mark.e2e]
 
@@ -89,3 +90,34 @@ async def test_alice_finds_bobs_denied_delete_and_approves_his_request_in_the_br
         # The other tests expect bob without a grant.
         revoked = run(with_id(revoke, request_id))
         assert revoked.returncode == 0, revoked.stderr
+
+
+async def test_alice_replays_her_exec_session_in_the_sandbox_consoles_player(
+    sandbox: dict[str, Any], kubectl: Callable[..., Kubectl], audit: AuditLog, tmp_path: Path
+) -> None:
+    """An exec through the sandbox's connector, then its session opened from the console's list and
+    played in asciinema-player in headless Chromium, until the command's output appears."""
+    playwright_api = pytest.importorskip("playwright.async_api", reason="playwright is not installed")
+    if CHROMIUM is None:
+        pytest.skip("Debian's chromium is not installed: `make chromium` installs it")
+    url = sandbox["connector"]["url"]
+    since = audit.mark()
+    done = kubectl("1.33").run("exec", WEB_POD, "--", "echo", "replayed-in-the-console", context=f"alice@{PROD_SOCKET}")
+    assert done.returncode == 0, done.stderr
+    event = audit.wait(since, user="alice@example.com", socket=PROD_SOCKET, subresource="exec",
+                       stage="ResponseComplete", recording=lambda path: bool(path))  # fmt: skip
+    session_id = Path(event["recording"]).name.removesuffix(".cast")
+    async with playwright_api.async_playwright() as pw:
+        browser = await pw.chromium.launch(executable_path=CHROMIUM, args=["--headless", "--no-sandbox"])
+        try:
+            refused: list[str] = []
+            page = await signed_in_page(browser, url, "alice", refused)
+            await page.get_by_role("link", name="Sessions").first.click()
+            await page.locator(f'a[href="/console/sessions/{session_id}"]').click()
+            await page.locator("#player .ap-player").wait_for()
+            await page.locator("#player").click()  # play
+            await page.locator("#player").get_by_text("replayed-in-the-console").wait_for(timeout=15_000)
+            await page.screenshot(path=tmp_path / "console-session.png", full_page=True)
+            assert refused == [], refused
+        finally:
+            await browser.close()
