@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 
 from connector.audit.log_files import is_gzip, lines_from, offset_before
-from connector.audit.sessions_cli import UsageError, parse_since
+from connector.audit.sessions_cli import UsageError, parse_event_time, parse_since
 
 DECISIONS = ("allow", "deny", "unauthenticated", "rejected")
 # How far out of time order events may reach the file (the workers of `serve --workers N` write
@@ -111,14 +111,7 @@ def _unescaped(value: str) -> bool:
 
 
 def event_time(event: dict[str, Any]) -> dt.datetime | None:
-    value = event.get("time")
-    if not isinstance(value, str):
-        return None
-    try:
-        when = dt.datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    return when if when.tzinfo else when.replace(tzinfo=dt.UTC)
+    return parse_event_time(event.get("time"))
 
 
 @dataclass(frozen=True)

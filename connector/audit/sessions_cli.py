@@ -178,7 +178,8 @@ def _speed(value: str) -> float:
 # -- list --------------------------------------------------------------------------------------------
 
 
-def _parse_time(value: Any) -> dt.datetime | None:
+def parse_event_time(value: Any) -> dt.datetime | None:
+    """An audit event's `time` as an aware datetime (UTC when it names no zone), None when it is not one."""
     if not isinstance(value, str):
         return None
     try:
@@ -213,7 +214,7 @@ def sessions_from_audit(lines: Iterable[str]) -> tuple[dict[str, SessionRow], in
         row = rows.setdefault(session_id, SessionRow(session_id))
         row.sources.add("audit")
         row.kind = kind
-        when = _parse_time(event.get("time"))
+        when = parse_event_time(event.get("time"))
         if when is not None and (row.started is None or when < row.started):
             row.started = when
         for attr, key in (("user", "user"), ("socket", "socket")):
