@@ -29,16 +29,14 @@ class GrantLedger:
         self._by_user: dict[str, dict[str, AccessRequest]] = {}
         self._seen: set[str] = set()  # ids of every approval read, for telling an unknown grant apart
 
-    def observe(self, event: Mapping[str, Any], when: datetime) -> bool:
-        """Take in one audit event of `/v1/access-requests` that carries an `access_change`; True when it
-        approved a request.
+    def observe(self, change: Mapping[str, Any], request_id: str | None, when: datetime) -> bool:
+        """Take in the `access_change` and `access_request` of one audit event of `/v1/access-requests`;
+        True when it approved a request.
 
         Raises ValueError (the line is then reported as malformed) when the change lacks what a
         grant needs."""
-        change = event["access_change"]
-        request_id = event.get("access_request")
-        if not isinstance(change, dict) or not isinstance(request_id, str):
-            raise ValueError("access_change must be an object and access_request a string")
+        if request_id is None:
+            raise ValueError("an access_change needs its access_request")
         requester, name, state = change.get("requester"), change.get("name"), change.get("state")
         if not all(isinstance(v, str) for v in (requester, name, state)):
             raise ValueError("access_change needs requester, name and state as strings")

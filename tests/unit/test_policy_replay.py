@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gc
 import gzip
 import json
 import random
@@ -503,3 +504,52 @@ def test_replaying_a_config_over_a_log_with_grants_it_produced_changes_nothing(t
     assert granted > 20 and any('"deny"' in line for line in lines)
     done = run(tmp_path, "replay", config=GRANTS, log=lines)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+
+
+def _cycles_left_by_a_replay(tmp_path: Path, repeats: int, capsys) -> int:
+    """Reference cycles a whole `policy replay --output json` leaves for the cyclic collector, which
+    the replay pauses while it streams: grants, refusals, self-reviews, malformed lines and changes."""
+    from connector.cli import main
+
+    block = [
+        APPROVED_10,
+        exec_at("2026-11-30T10:30:00Z", "allow"),
+        exec_at("2026-11-30T10:31:00Z", "deny"),  # newly allowed under the grant: explained
+        change("revoked", "2026-11-30T10:40:00Z", action="revoke"),
+        event("allow", "/api/v1/namespaces/prod/pods"),  # newly denied
+        event("allow", SSAR, method="POST"),
+        event("rejected", "/api"),
+        "{not json",
+        '{"decision": "allow", "method": 7}',
+        event("allow", "/api/v1/namespaces/dev/pods", time="not a time"),
+    ]
+    (tmp_path / "new.yaml").write_text(GRANTS)
+    (tmp_path / "audit.log").write_text("\n".join(block * repeats) + "\n")
+    gc.collect()
+    gc.disable()
+    try:
+        code = main(
+            [
+                "policy",
+                "replay",
+                "--config",
+                str(tmp_path / "new.yaml"),
+                "--audit",
+                str(tmp_path / "audit.log"),
+                "--output",
+                "json",
+            ]
+        )
+        left = gc.collect()
+    finally:
+        gc.enable()
+    out = capsys.readouterr()
+    assert code == 1 and len(out.out.splitlines()) == 2 * repeats, out.err[-500:]
+    return left
+
+
+def test_a_replay_makes_no_reference_cycles_per_event(tmp_path, capsys):
+    """The replay runs with the cyclic collector paused: what it leaves must not grow with the log."""
+    small = _cycles_left_by_a_replay(tmp_path, 10, capsys)
+    large = _cycles_left_by_a_replay(tmp_path, 1000, capsys)
+    assert large <= small + 10, (small, large)
