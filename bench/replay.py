@@ -1,9 +1,10 @@
 """`policy replay` speed: audit events re-decided per second, reading included.
 
 The policy set and request mix of bench.policy (500 policies x 5 rules, some with source-IP and
-time conditions), written as an audit log of N events (one JSON line each: a random caller of 2,000
-and one of 10,000 requests, times spread over a week), then replayed from the file exactly as
-`python -m connector policy replay` does it (table output). Two logs, the same requests in both:
+time conditions), written as an audit log of N events (the connector's own audit lines, about 800 bytes each: a
+random caller of 2,000 and one of 10,000 requests, times spread over a week), then replayed from the
+file exactly as `python -m connector policy replay` does it (table output, a grant ledger). Two
+logs, the same requests in both:
 
 - adversarial: the logged decision is a coin toss, so half the events are changes (the worst case
   for the replay's bookkeeping of changes);
@@ -18,7 +19,6 @@ steadier figure on a shared machine). Run: `python -m bench.replay [--events N] 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import random
@@ -26,51 +26,65 @@ import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 from bench.policy import POLICIES, RULES_PER_POLICY, SOCKETS, make_callers, make_policies, make_requests, print_table
+from connector.audit.events import AuditEvent, utc_timestamp
 from connector.kube.requestinfo import parse_request_info
 from connector.policy.engine import PolicyEngine
 from connector.policy.model import Policy
-from connector.policy.replay import Decider, Filters, ReadStats, read_requests, replay
+from connector.policy.replay import Decider, Filters, ReadStats, parsed_request, read_requests, replay
+from connector.policy.replay_grants import GrantLedger
+from connector.proxy.handler import audit_attributes
 
 TAGS = {s: {"env": s.split("-")[2], "team": s.split("-")[1]} for s in SOCKETS}
 EDITED_POLICIES = 5
 
 
 def write_log(path: Path, rng: random.Random, events: int, engine: PolicyEngine | None = None) -> None:
-    """N audit events; the decision is the `engine`'s, or random without one."""
+    """N audit events, written as the connector writes them (`AuditEvent.to_line`, every field a
+    forwarded request has: parsed request, reason, user agent, upstream status, bytes, duration), so the
+    replay reads lines of the real size. The decision is the `engine`'s, or random without one."""
     requests = make_requests(rng, 10_000)
     callers = make_callers(rng, 2_000)
     start = datetime(2026, 3, 2, tzinfo=UTC)
-    with path.open("w") as out:
+    with path.open("wb") as out:
         for i in range(events):
             method, kube_path, query = requests[i % len(requests)]
             identity, socket, tags, ip = callers[rng.randrange(len(callers))]
-            when = start + timedelta(seconds=rng.randrange(7 * 24 * 3600))
-            policy = None
+            when = start + timedelta(seconds=rng.randrange(7 * 24 * 3600), microseconds=rng.randrange(10**6))
+            info = parse_request_info(method, kube_path, query)
+            policy, rule = None, None
             if engine is None:
-                decision = rng.choice(("allow", "deny"))
+                allowed = rng.random() < 0.5
+                reason = "allowed" if allowed else "denied"
             else:
-                decided = engine.decide(identity, socket, tags, parse_request_info(method, kube_path, query), ip, when)
-                decision, policy = ("allow" if decided.allowed else "deny"), decided.policy
-            event: dict[str, Any] = {
-                "request_id": f"{i:032x}",
-                "stage": "ResponseComplete",
-                "decision": decision,
-                "code": 200 if decision == "allow" else 403,
-                "method": method,
-                "path": f"/sockets/{socket}{kube_path}",
-                "source_ip": ip,
-                "time": when.isoformat().replace("+00:00", "Z"),
-                "query": query,
-                "user": identity.user,
-                "groups": list(identity.groups),
-                "socket": socket,
-            }
-            if policy is not None:
-                event["policy"] = policy
-            out.write(json.dumps(event, separators=(",", ":")) + "\n")
+                decided = engine.decide(identity, socket, tags, info, ip, when)
+                allowed, policy, rule, reason = decided.allowed, decided.policy, decided.rule, decided.reason
+            event = AuditEvent(
+                request_id=f"{i:032x}",
+                stage="ResponseComplete",
+                decision="allow" if allowed else "deny",
+                code=200 if allowed else 403,
+                method=method,
+                path=f"/sockets/{socket}{kube_path}",
+                source_ip=ip,
+                time=utc_timestamp(when),
+                query=query,
+                user=identity.user,
+                groups=identity.groups,
+                auth_method="oidc",
+                user_agent="kubectl/v1.33.1 (linux/amd64) kubernetes/8adc0f0",
+                socket=socket,
+                request=audit_attributes(info),
+                policy=policy,
+                rule=rule,
+                reason=reason,
+                upstream_status=200 if allowed else None,
+                upstream_audit_id=f"{rng.getrandbits(128):032x}" if allowed else None,
+                bytes_out=rng.randrange(100, 100_000) if allowed else 0,
+                duration_ms=rng.random() * 50,
+            )
+            out.write(event.to_line())
 
 
 def edited(policies: list[Policy], rng: random.Random) -> list[Policy]:
@@ -92,10 +106,12 @@ def _measure(log: Path, policies: list[Policy], rounds: int) -> tuple[float, flo
     wall = cpu = float("inf")
     changed = 0
     for _ in range(rounds):
-        decider = Decider(PolicyEngine(policies), TAGS)
+        parsed_request.cache_clear()  # every round parses its requests, as one run of the command does
+        ledger = GrantLedger()
+        decider = Decider(PolicyEngine(policies), TAGS, (), ledger)
         stats = ReadStats()
         w0, c0 = time.perf_counter(), time.process_time()
-        result = replay(read_requests([str(log)], stats, Filters()), stats, decider, None)
+        result = replay(read_requests([str(log)], stats, Filters(), ledger), stats, decider, None)
         cpu = min(cpu, time.process_time() - c0)
         wall = min(wall, time.perf_counter() - w0)
         changed = result.changed

@@ -100,7 +100,8 @@ def status_response(status: int, message: str, request_id: str | None, *, plain_
     )
 
 
-def _attributes(info: RequestInfo) -> RequestAttributes:
+def audit_attributes(info: RequestInfo) -> RequestAttributes:
+    """The parsed request as the audit event records it (also what bench.replay writes)."""
     return RequestAttributes(
         # The verb policies decide on: exec, attach and port-forward are `create` whatever the method.
         verb=effective_verb(info),
@@ -196,7 +197,7 @@ class Call:
             auth_method=(identity.method or None) if identity else None,
             user_agent=self.request.headers.get("User-Agent", ""),
             socket=self.socket,
-            request=_attributes(self.info) if self.info is not None else None,
+            request=audit_attributes(self.info) if self.info is not None else None,
             policy=self.policy,
             rule=self.rule,
             reason=self.reason,
