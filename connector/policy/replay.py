@@ -8,10 +8,12 @@ the logged decision or with a baseline config's. Refusals before policy (`reject
 decided once more by its `ResponseComplete`. Lines are read one at a time, from plain or gzip files
 or stdin, so memory does not grow with the log; a malformed line is counted with its file:line.
 
-Speed (a log has millions of lines): lines are decoded by msgspec into `AuditLine`, each distinct (method, path,
-query) is parsed once, and requests without grants are decided through the engine's
-`CandidateSet`, which gives `decide`'s allow or deny without its reason; the reason, which names
-every policy that did not apply, is worked out only for the requests that change.
+Speed (a log has millions of lines; the goal is 100,000 events a second on one core): lines are
+decoded by msgspec into `AuditLine`, only the fields a decision needs; each distinct (method, path,
+query) is parsed once; requests without grants are decided through the engine's `CandidateSet`,
+which gives `decide`'s allow or deny without its reason (the reason, which names every policy that
+did not apply, is worked out only for the requests that change); and the cyclic garbage collector
+is paused while the log streams (see `_cyclic_gc_paused`).
 """
 
 from __future__ import annotations
