@@ -30,8 +30,9 @@ from connector.proxy.access_api import MAX_BODY_BYTES, TRANSITIONS, run_transiti
 log = logging.getLogger(__name__)
 
 PAGE_PATH = CONSOLE_PATH + "access-requests"
-# Ended requests are kept for the audit trail; the page shows the most recent ones.
-MAX_ENDED_SHOWN = 200
+# Ended requests are kept for the audit trail; the page shows them newest first, this many at a time,
+# from `?ended_from=N` (how many newer ones to pass over).
+ENDED_PAGE = 200
 DONE = {"approve": "Approval recorded", "deny": "Denied", "revoke": "Revoked"}
 
 
@@ -78,6 +79,9 @@ async def _list_page(request: web.Request, viewer: Viewer, status: int = 200, er
             503, "Access requests unavailable", "this connector takes no access requests (no access_requests or "
             "access_store in its config)", **viewer.template_values,
         )  # fmt: skip
+    ended_from, bad_offset = _ended_from(request.query)
+    if bad_offset is not None and error is None:
+        status, error = 400, bad_offset
     now = dt.datetime.now(dt.UTC)
     requests = await asyncio.to_thread(ctx.access_store.list)
     rows = [_row(r, now, viewer, ctx.access_requests) for r in requests]
@@ -90,10 +94,21 @@ async def _list_page(request: web.Request, viewer: Viewer, status: int = 200, er
         flash=None if error else _flash(request.query, requests, now),
         pending=[row for row in newest_first if row.state == access.PENDING],
         approved=sorted((row for row in rows if row.state == access.APPROVED), key=lambda row: row.request.expires_at),
-        ended=ended[:MAX_ENDED_SHOWN],
+        ended=ended[ended_from : ended_from + ENDED_PAGE],
+        ended_from=ended_from,
         ended_total=len(ended),
+        ended_newer=max(ended_from - ENDED_PAGE, 0) if ended_from > 0 else None,
+        ended_older=ended_from + ENDED_PAGE if ended_from + ENDED_PAGE < len(ended) else None,
         **viewer.template_values,
     )
+
+
+def _ended_from(query: Mapping[str, str]) -> tuple[int, str | None]:
+    """The `ended_from` offset of the query (0 when absent), or 0 and why it is not one."""
+    text = query.get("ended_from", "0")
+    if not text.isascii() or not text.isdigit() or len(text) > 9:
+        return 0, f"ended_from must be a whole number from 0 (how many newer ended requests to skip), not {text[:40]!r}"
+    return int(text), None
 
 
 @console_page("access_requests")

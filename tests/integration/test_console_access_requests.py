@@ -12,6 +12,7 @@ from html import unescape
 from pathlib import Path
 from typing import Any
 
+from connector.console.access_requests_page import ENDED_PAGE
 from connector.identity import Identity
 from connector.policy import access
 from connector.policy.access_model import AccessRequestDefinition
@@ -213,3 +214,47 @@ async def test_a_failed_sign_in_is_audited_without_its_query(tmp_path):
     assert event["decision"] == "unauthenticated" and event["code"] == 400 and "user" not in event
     assert event["reason"].startswith("console sign-in failed: this sign-in link is unknown")
     assert "secret-code" not in h.audit_path.read_text()
+
+
+async def test_ended_requests_are_paged_newest_first(tmp_path):
+    async with console_connector(
+        tmp_path, policies=[*DEFAULT_POLICIES, *APPROVERS], config=access_config(tmp_path)
+    ) as h:
+        assert h.connector is not None and h.connector.ctx is not None
+        store = h.connector.ctx.access_store
+        start = dt.datetime(2026, 11, 1, tzinfo=dt.UTC)
+        total = ENDED_PAGE + 5
+        for i in range(total):  # ar-000000000000 is the oldest
+            filed = start + dt.timedelta(minutes=i)
+            store.create(
+                access.AccessRequest(
+                    id=f"ar-{i:012x}", name="prod-delete", requester="bob@example.com", reason=f"ticket {i}",
+                    duration=dt.timedelta(hours=1), created_at=filed, state=access.DENIED,
+                    decided=access.Signoff("alice@example.com", filed, "no"),
+                )
+            )  # fmt: skip
+        async with browser(h.ssl_context()) as session:
+            await sign_in(session, h.url, "alice")
+            async with session.get(h.url + PAGE) as resp:
+                first = await resp.text()
+                assert resp.status == 200, first
+            rows = re.findall(r'<tr id="request-(ar-[0-9a-f]+)"', section(first, "ended"))
+            assert rows == [f"ar-{i:012x}" for i in reversed(range(5, total))]
+            assert f"1 to {ENDED_PAGE} of {total}" in first and 'rel="prev"' not in first
+            older = re.search(r'<a rel="next" href="([^"]+)">Older</a>', first)
+            assert older and unescape(older.group(1)) == f"{PAGE}?ended_from={ENDED_PAGE}"
+
+            async with session.get(h.url + unescape(older.group(1))) as resp:
+                second = await resp.text()
+                assert resp.status == 200, second
+            rows = re.findall(r'<tr id="request-(ar-[0-9a-f]+)"', section(second, "ended"))
+            assert rows == [f"ar-{i:012x}" for i in reversed(range(5))]
+            assert f"{ENDED_PAGE + 1} to {total} of {total}" in second and 'rel="next"' not in second
+            assert f'<a rel="prev" href="{PAGE}">Newer</a>' in second
+
+            for bad in ("-1", "x", "1e3", "9999999999"):
+                async with session.get(h.url + PAGE, params={"ended_from": bad}) as resp:
+                    page = await resp.text()
+                    assert resp.status == 400, page
+                assert error_line(page).startswith("ended_from must be a whole number from 0"), error_line(page)
+                assert len(re.findall(r'<tr id="request-', section(page, "ended"))) == ENDED_PAGE  # the first page
