@@ -90,10 +90,12 @@ def test_kubectl_works_on_the_context_kubeconfig_set_wrote(user_home: Path, mino
 PACKAGING_KIND = "real-1.33"
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def laptop_venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A new virtualenv with only the base install (`pip install eks-access-connector`, no extras),
-    built from a copy of the tracked files so that the build leaves nothing in the checkout."""
+    built from a copy of the tracked files so that the build leaves nothing in the checkout.
+    Session-scoped: at module scope it was rebuilt (about 10 s) for each kind of cluster this module
+    runs on, though the kind does not change it."""
     root = tmp_path_factory.mktemp("laptop")
     tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO_ROOT, capture_output=True, check=True).stdout
     source = root / "src"
