@@ -521,8 +521,6 @@ def test_replaying_a_config_over_a_log_with_grants_it_produced_changes_nothing(t
 def _cycles_left_by_a_replay(tmp_path: Path, repeats: int, capsys) -> int:
     """Reference cycles a whole `policy replay --output json` leaves for the cyclic collector, which
     the replay pauses while it streams: grants, refusals, self-reviews, malformed lines and changes."""
-    from connector.cli import main
-
     block = [
         APPROVED_10,
         exec_at("2026-11-30T10:30:00Z", "allow"),
