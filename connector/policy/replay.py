@@ -41,7 +41,6 @@ from connector.proxy.handler import SOCKETS_PREFIX, Refusal, split_socket_path
 from connector.proxy.reviews import SELF_REVIEW, review_kind
 
 DECIDED = frozenset({"allow", "deny"})
-_PREFIX_LENGTH = len(SOCKETS_PREFIX)
 _MAX_REPORTED_MALFORMED = 20
 
 
@@ -182,15 +181,9 @@ def parse_line(event: AuditLine) -> AuditedRequest | None:
     raw_path, socket = event.path, event.socket
     if event.method is None or raw_path is None or event.user is None or event.time is None:
         raise ValueError("a decided request needs method, path, user and time")
-    if not raw_path.startswith(SOCKETS_PREFIX):
-        if socket is None:
-            return None  # a connector endpoint (`/v1/sockets`, the login API), not a Kubernetes request
-        split_socket_path(raw_path)  # raises the proxy's own refusal
-    # split_socket_path's split, written out: it runs for every line.
-    path_socket, _, rest = raw_path[_PREFIX_LENGTH:].partition("/")
-    if not path_socket:
-        split_socket_path(raw_path)
-    path = "/" + rest
+    if socket is None and not raw_path.startswith(SOCKETS_PREFIX):
+        return None  # a connector endpoint (`/v1/sockets`, the login API), not a Kubernetes request
+    path_socket, path = split_socket_path(raw_path)
     info, shape, review, what = parsed_request(event.method, path, event.query)
     return AuditedRequest(
         event.request_id,

@@ -518,7 +518,7 @@ def test_replaying_a_config_over_a_log_with_grants_it_produced_changes_nothing(t
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr
 
 
-def _cycles_left_by_a_replay(tmp_path: Path, repeats: int, capsys) -> int:
+def _cycles_left_by_a_replay(tmp_path: Path, repeats: int) -> int:
     """Reference cycles a whole `policy replay --output json` leaves for the cyclic collector, which
     the replay pauses while it streams: grants, refusals, self-reviews, malformed lines and changes."""
     block = [
@@ -533,33 +533,19 @@ def _cycles_left_by_a_replay(tmp_path: Path, repeats: int, capsys) -> int:
         '{"decision": "allow", "method": 7}',
         event("allow", "/api/v1/namespaces/dev/pods", time="not a time"),
     ]
-    (tmp_path / "new.yaml").write_text(GRANTS)
-    (tmp_path / "audit.log").write_text("\n".join(block * repeats) + "\n")
     gc.collect()
     gc.disable()
     try:
-        code = main(
-            [
-                "policy",
-                "replay",
-                "--config",
-                str(tmp_path / "new.yaml"),
-                "--audit",
-                str(tmp_path / "audit.log"),
-                "--output",
-                "json",
-            ]
-        )
+        done = run(tmp_path, "replay", "--output", "json", config=GRANTS, log=block * repeats)
         left = gc.collect()
     finally:
         gc.enable()
-    out = capsys.readouterr()
-    assert code == 1 and len(out.out.splitlines()) == 2 * repeats, out.err[-500:]
+    assert done.returncode == 1 and len(done.stdout.splitlines()) == 2 * repeats, done.stderr[-500:]
     return left
 
 
-def test_a_replay_makes_no_reference_cycles_per_event(tmp_path, capsys):
+def test_a_replay_makes_no_reference_cycles_per_event(tmp_path):
     """The replay runs with the cyclic collector paused: what it leaves must not grow with the log."""
-    small = _cycles_left_by_a_replay(tmp_path, 10, capsys)
-    large = _cycles_left_by_a_replay(tmp_path, 1000, capsys)
+    small = _cycles_left_by_a_replay(tmp_path, 10)
+    large = _cycles_left_by_a_replay(tmp_path, 1000)
     assert large <= small + 10, (small, large)
